@@ -1,0 +1,335 @@
+-- The cpdocker command line (DESIGN §9). cli.main(argv) returns the exit
+-- status: 0 success, 1 the operation failed, 2 a usage error.
+local core = require("ctrlplane.docker.core")
+local json = require("ctrlplane.docker.json")
+local util = require("ctrlplane.docker.util")
+
+local cli = {}
+
+local GLOBAL_HELP = [[
+usage: cpdocker [global options] COMMAND [ARGS]
+
+Runs ctrlplane provider operations against a Docker Engine.
+
+global options (accepted anywhere on the line):
+  --host URL         Docker daemon (unix:///var/run/docker.sock, tcp://host:2376);
+                     default $CP_DOCKER_HOST, $DOCKER_HOST, then the local socket
+  --network NAME     extra network every container joins ($CP_DOCKER_NETWORK)
+  --registry PREFIX  registry prefix for image refs without one ($CP_DOCKER_REGISTRY)
+  --policy DIR       policy scripts that override the bundled ones ($CP_POLICY_DIR)
+  --json             print results as JSON in the provider contract's shape
+  --help, -h         this help, or `cpdocker COMMAND --help` for one command
+
+commands:
+%s
+exit status: 0 success, 1 the operation failed, 2 usage error.
+]]
+
+-- name -> {usage, summary, options = {flag = "value"|"flag"}, run = fn(ctx, args, opts)}
+cli.commands = {}
+cli.order = {}
+
+function cli.command(name, spec)
+  cli.commands[name] = spec
+  cli.order[#cli.order + 1] = name
+end
+
+local function usage_error(msg)
+  return {usage = true, message = msg}
+end
+
+-- ---- output -------------------------------------------------------------
+
+local Ctx = {}
+Ctx.__index = Ctx
+
+function Ctx:print(...)
+  self.stdout:write(table.concat({...}, "\t"), "\n")
+end
+
+function Ctx:printf(fmt, ...)
+  self.stdout:write(string.format(fmt, ...))
+end
+
+function Ctx:json(value)
+  self.stdout:write(json.encode(value), "\n")
+end
+
+function Ctx:fail(msg)
+  self.stderr:write("cpdocker: ", tostring(msg), "\n")
+  return 1
+end
+
+-- Prints rows of {key, value} aligned.
+function Ctx:fields(rows)
+  local width = 0
+  for _, r in ipairs(rows) do width = math.max(width, #r[1]) end
+  for _, r in ipairs(rows) do
+    self:printf("%-" .. (width + 1) .. "s %s\n", r[1] .. ":", tostring(r[2]))
+  end
+end
+
+function Ctx:color(code, text)
+  if self.tty then return "\27[" .. code .. "m" .. text .. "\27[0m" end
+  return text
+end
+
+-- The provider, created on first use so `--help` needs no daemon.
+function Ctx:provider()
+  if not self._provider then
+    local docker = require("ctrlplane.docker")
+    local p, err = docker.new(self.provider_opts)
+    if not p then return nil, err end
+    self._provider = p
+  end
+  return self._provider
+end
+
+-- ---- argument parsing ------------------------------------------------------
+
+local GLOBALS = {
+  ["--host"] = "host", ["--network"] = "network",
+  ["--registry"] = "registry", ["--policy"] = "policy_dir",
+}
+
+-- Splits argv into global options, the command and its own arguments.
+local function parse_globals(argv)
+  local g, rest = {json = false}, {}
+  local i = 1
+  while i <= #argv do
+    local a = argv[i]
+    if a == "--" then
+      for j = i, #argv do rest[#rest + 1] = argv[j] end
+      break
+    end
+    local name, inline = a:match("^(%-%-[%w-]+)=(.*)$")
+    name = name or a
+    if GLOBALS[name] then
+      local v = inline
+      if not v then
+        i = i + 1
+        v = argv[i]
+      end
+      if v == nil or v == "" then return nil, usage_error(name .. " needs a value") end
+      g[GLOBALS[name]] = v
+    elseif a == "--json" then
+      g.json = true
+    elseif a == "--help" or a == "-h" then
+      g.help = true
+    else
+      rest[#rest + 1] = a
+    end
+    i = i + 1
+  end
+  return g, rest
+end
+
+-- Parses a command's own options: spec maps "--name" to "value" or "flag".
+function cli.parse_options(spec, args)
+  local opts, positional = {}, {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "--" then
+      opts["--"] = {table.unpack(args, i + 1)}
+      break
+    end
+    local name, inline = a:match("^(%-%-?[%w-]+)=(.*)$")
+    name = name or a
+    if name:sub(1, 1) == "-" and #name > 1 and not tonumber(name) then
+      local kind = spec and spec[name]
+      if not kind then return nil, "unknown option " .. name end
+      local key = name:gsub("^%-+", ""):gsub("-", "_")
+      if kind == "flag" then
+        opts[key] = true
+      else
+        local v = inline
+        if not v then
+          i = i + 1
+          v = args[i]
+        end
+        if v == nil then return nil, name .. " needs a value" end
+        opts[key] = v
+      end
+    else
+      positional[#positional + 1] = a
+    end
+    i = i + 1
+  end
+  return opts, positional
+end
+
+local function command_help(spec)
+  return string.format("usage: cpdocker %s\n\n%s\n%s", spec.usage, spec.summary,
+    spec.help and ("\n" .. spec.help .. "\n") or "")
+end
+
+local function global_help()
+  local lines = {}
+  for _, name in ipairs(cli.order) do
+    local spec = cli.commands[name]
+    lines[#lines + 1] = string.format("  %-34s %s", spec.usage, spec.summary)
+  end
+  return string.format(GLOBAL_HELP, table.concat(lines, "\n"))
+end
+
+function cli.main(argv, io_)
+  io_ = io_ or {}
+  local ctx = setmetatable({
+    stdout = io_.stdout or io.stdout,
+    stderr = io_.stderr or io.stderr,
+  }, Ctx)
+  local g, rest = parse_globals(argv)
+  if not g then
+    ctx.stderr:write("cpdocker: ", rest.message, "\n(see cpdocker --help)\n")
+    return 2
+  end
+  ctx.globals = g
+  ctx.json_out = g.json
+  ctx.tty = io_.tty
+  if ctx.tty == nil then ctx.tty = core.isatty(1) end
+  ctx.provider_opts = {host = g.host, network = g.network, registry = g.registry,
+    policy_dir = g.policy_dir}
+  local name = table.remove(rest, 1)
+  if not name then
+    if g.help then
+      ctx.stdout:write(global_help())
+      return 0
+    end
+    ctx.stderr:write(global_help())
+    return 2
+  end
+  if name == "help" then
+    name = table.remove(rest, 1)
+    if not name then
+      ctx.stdout:write(global_help())
+      return 0
+    end
+    g.help = true
+  end
+  local spec = cli.commands[name]
+  if not spec then
+    ctx.stderr:write("cpdocker: unknown command '", name, "' (see cpdocker --help)\n")
+    return 2
+  end
+  if g.help then
+    ctx.stdout:write(command_help(spec))
+    return 0
+  end
+  local opts, positional = cli.parse_options(spec.options, rest)
+  if not opts then
+    ctx.stderr:write("cpdocker ", name, ": ", positional, "\nusage: cpdocker ", spec.usage, "\n")
+    return 2
+  end
+  local nargs = spec.args or 0
+  if #positional ~= nargs and not spec.varargs then
+    ctx.stderr:write("cpdocker ", name, ": expected ", nargs, " argument",
+      nargs == 1 and "" or "s", ", got ", #positional, "\nusage: cpdocker ", spec.usage, "\n")
+    return 2
+  end
+  local code = spec.run(ctx, positional, opts)
+  if type(code) == "table" and code.usage then
+    ctx.stderr:write("cpdocker ", name, ": ", code.message, "\nusage: cpdocker ", spec.usage, "\n")
+    return 2
+  end
+  if ctx._provider then ctx._provider:close() end
+  ctx.stdout:flush()
+  return code or 0
+end
+
+cli.usage_error = usage_error
+
+-- ---- commands ---------------------------------------------------------------
+
+cli.command("info", {
+  usage = "info",
+  summary = "provider name, version and region",
+  run = function(ctx)
+    local p, err = ctx:provider()
+    if not p then return ctx:fail(err) end
+    local info = p:info()
+    if ctx.json_out then
+      ctx:json(info)
+      return 0
+    end
+    local loc = info.location
+    local place = table.concat({loc.city ~= "" and loc.city or nil,
+      loc.country ~= "" and loc.country or nil}, ", ")
+    ctx:fields({
+      {"name", info.name}, {"version", info.version}, {"region", info.region},
+      {"location", place ~= "" and place or "-"}, {"docker host", p.cfg.host},
+    })
+    return 0
+  end,
+})
+
+cli.command("capabilities", {
+  usage = "capabilities",
+  summary = "the operations this provider really supports",
+  run = function(ctx)
+    local p, err = ctx:provider()
+    if not p then return ctx:fail(err) end
+    local caps = p:capabilities()
+    if ctx.json_out then
+      ctx:json(caps)
+    else
+      for _, c in ipairs(caps) do ctx:print(c) end
+    end
+    return 0
+  end,
+})
+
+cli.command("health", {
+  usage = "health",
+  summary = "ping the Docker daemon (exit 1 when it does not answer)",
+  run = function(ctx)
+    local p, err = ctx:provider()
+    if not p then return ctx:fail(err) end
+    local h = p:health_check()
+    if ctx.json_out then
+      ctx:json(h)
+    else
+      ctx:fields({
+        {"healthy", h.healthy and ctx:color("32", "true") or ctx:color("31", "false")},
+        {"message", h.message},
+        {"latency", util.human_duration(h.latency / 1e9)},
+        {"checked_at", h.checked_at},
+      })
+    end
+    return h.healthy and 0 or 1
+  end,
+})
+
+cli.command("version", {
+  usage = "version",
+  summary = "versions of cpdocker, Lua, libcurl and the Docker daemon",
+  run = function(ctx)
+    local out = {version = core.version, lua = _VERSION, curl = core.curl_version,
+      api_max = core.api_max}
+    local p, err = ctx:provider()
+    if not p then return ctx:fail(err) end
+    local v, verr = p:daemon_version()
+    if v then
+      out.daemon = {version = v.Version, api_version = v.ApiVersion,
+        min_api_version = v.MinAPIVersion, os = v.Os, arch = v.Arch,
+        negotiated_api_version = p.engine:api_version()}
+    else
+      out.daemon_error = verr
+    end
+    if ctx.json_out then
+      ctx:json(out)
+      return 0
+    end
+    local rows = {{"cpdocker", out.version}, {"lua", out.lua}, {"libcurl", out.curl}}
+    if v then
+      rows[#rows + 1] = {"docker", string.format("%s (API %s, using %s)", v.Version,
+        v.ApiVersion, out.daemon.negotiated_api_version)}
+    else
+      rows[#rows + 1] = {"docker", "unreachable: " .. verr}
+    end
+    ctx:fields(rows)
+    return 0
+  end,
+})
+
+return cli

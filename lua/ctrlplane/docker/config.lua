@@ -1,0 +1,112 @@
+-- Runtime configuration: explicit options first, then the environment, then
+-- defaults. Every setting an operator may need has an environment variable.
+--
+--   config.resolve(opts, getenv) -> cfg | nil, message
+--
+-- opts keys (all optional): host, tls, tls_verify, cert_path, api_version,
+-- connect_timeout, timeout, network, registry, publish_address,
+-- stop_timeout, init_timeout, policy_dir, scripts_dir, region, pull_policy.
+local config = {}
+
+config.DEFAULT_HOST = "unix:///var/run/docker.sock"
+
+local function nonempty(s)
+  if s ~= nil and s ~= "" then return s end
+  return nil
+end
+
+-- Reads a duration in seconds: a number, "250ms", "5s", "2m", "1h", or Go's
+-- integer nanoseconds when the value is a large integer (>= 1e6).
+function config.seconds(v, field)
+  if v == nil then return nil end
+  if type(v) == "number" then
+    if v < 0 then return nil, field .. ": must not be negative" end
+    if math.type(v) == "integer" and v >= 1000000 then return v / 1e9 end
+    return v
+  end
+  if type(v) ~= "string" then
+    return nil, field .. ": expected a duration such as \"5s\", got " .. type(v)
+  end
+  local total, rest = 0, v
+  if rest == "" then return nil, field .. ": empty duration" end
+  local plain = tonumber(rest)
+  if plain then return config.seconds(plain, field) end
+  local units = {ns = 1e-9, us = 1e-6, ["µs"] = 1e-6, ms = 1e-3, s = 1, m = 60, h = 3600}
+  while rest ~= "" do
+    local num, unit, tail = rest:match("^(%d+%.?%d*)(%a+)(.*)$")
+    if not num then
+      num, unit, tail = rest:match("^(%d+%.?%d*)(µs)(.*)$")
+    end
+    if not num or not units[unit] then
+      return nil, field .. ": invalid duration \"" .. v .. "\" (use e.g. 500ms, 5s, 2m)"
+    end
+    total = total + tonumber(num) * units[unit]
+    rest = tail
+  end
+  return total
+end
+
+local function number_setting(opts, getenv, key, env, default)
+  local v = opts[key]
+  if v == nil then v = nonempty(getenv(env)) end
+  if v == nil then return default end
+  local s, err = config.seconds(v, key)
+  if not s then return nil, err end
+  return s
+end
+
+function config.resolve(opts, getenv)
+  opts = opts or {}
+  getenv = getenv or os.getenv
+  local cfg = {}
+  cfg.host = nonempty(opts.host) or nonempty(getenv("CP_DOCKER_HOST"))
+    or nonempty(getenv("DOCKER_HOST")) or config.DEFAULT_HOST
+  if not (cfg.host:match("^unix://.") or cfg.host:match("^tcp://.")
+      or cfg.host:match("^https?://.")) then
+    return nil, "host: invalid Docker host \"" .. cfg.host
+      .. "\" (expected unix:///path/to/docker.sock or tcp://host:port)"
+  end
+  local verify = opts.tls_verify
+  if verify == nil then verify = nonempty(getenv("DOCKER_TLS_VERIFY")) ~= nil end
+  local cert_path = nonempty(opts.cert_path) or nonempty(getenv("DOCKER_CERT_PATH"))
+  cfg.tls = opts.tls or verify or cert_path ~= nil
+  cfg.tls_verify = verify and true or false
+  if cfg.tls then
+    cert_path = cert_path or ((getenv("HOME") or "") .. "/.docker")
+    cfg.ca = cert_path .. "/ca.pem"
+    cfg.cert = cert_path .. "/cert.pem"
+    cfg.key = cert_path .. "/key.pem"
+  end
+  cfg.api_version = nonempty(opts.api_version) or nonempty(getenv("DOCKER_API_VERSION"))
+  local err
+  cfg.connect_timeout, err = number_setting(opts, getenv, "connect_timeout",
+    "CP_DOCKER_CONNECT_TIMEOUT", 2)
+  if not cfg.connect_timeout then return nil, err end
+  cfg.timeout, err = number_setting(opts, getenv, "timeout", "CP_DOCKER_TIMEOUT", 60)
+  if not cfg.timeout then return nil, err end
+  cfg.stop_timeout, err = number_setting(opts, getenv, "stop_timeout", "CP_DOCKER_STOP_TIMEOUT", 10)
+  if not cfg.stop_timeout then return nil, err end
+  cfg.init_timeout, err = number_setting(opts, getenv, "init_timeout", "CP_DOCKER_INIT_TIMEOUT", 300)
+  if not cfg.init_timeout then return nil, err end
+  cfg.ready_timeout, err = number_setting(opts, getenv, "ready_timeout", "CP_DOCKER_READY_TIMEOUT", 60)
+  if not cfg.ready_timeout then return nil, err end
+  cfg.network = nonempty(opts.network) or nonempty(getenv("CP_DOCKER_NETWORK"))
+  cfg.registry = nonempty(opts.registry) or nonempty(getenv("CP_DOCKER_REGISTRY"))
+  cfg.publish_address = nonempty(opts.publish_address)
+    or nonempty(getenv("CP_DOCKER_PUBLISH_ADDRESS")) or "127.0.0.1"
+  cfg.pull_policy = nonempty(opts.pull_policy) or nonempty(getenv("CP_DOCKER_PULL_POLICY"))
+    or "if-not-present"
+  if cfg.pull_policy ~= "if-not-present" and cfg.pull_policy ~= "always"
+      and cfg.pull_policy ~= "never" then
+    return nil, "pull_policy: must be if-not-present, always or never (got \""
+      .. cfg.pull_policy .. "\")"
+  end
+  cfg.policy_dir = nonempty(opts.policy_dir) or nonempty(getenv("CP_POLICY_DIR"))
+  cfg.scripts_dir = nonempty(opts.scripts_dir)
+  cfg.region = nonempty(opts.region) or nonempty(getenv("CP_DOCKER_REGION")) or "local"
+  cfg.country = nonempty(opts.country) or nonempty(getenv("CP_DOCKER_COUNTRY")) or ""
+  cfg.city = nonempty(opts.city) or nonempty(getenv("CP_DOCKER_CITY")) or ""
+  return cfg
+end
+
+return config

@@ -1,0 +1,97 @@
+-- Docker Engine API calls over the C core's client: JSON in and out, and
+-- failures as nil, message, code (codes: unreachable, timeout, not_found,
+-- conflict, bad_request, server_error, ...). Wrong argument types raise.
+local core = require("ctrlplane.docker.core")
+local json = require("ctrlplane.docker.json")
+
+local Engine = {}
+Engine.__index = Engine
+
+local M = {}
+
+-- cfg: a table from config.resolve
+function M.new(cfg)
+  local client, err, code = core.client({
+    host = cfg.host,
+    tls = cfg.tls,
+    tls_verify = cfg.tls_verify,
+    ca = cfg.ca,
+    cert = cfg.cert,
+    key = cfg.key,
+    connect_timeout = cfg.connect_timeout,
+    timeout = cfg.timeout,
+    api_version = cfg.api_version,
+  })
+  if not client then return nil, err, code end
+  return setmetatable({client = client, cfg = cfg}, Engine)
+end
+
+local function decode_response(res)
+  if res.body == "" then return true, res end
+  local ctype = res.headers["content-type"] or ""
+  if not ctype:find("json", 1, true) then return res.body, res end
+  local value, err = json.decode(res.body)
+  if value == nil then return nil, "Docker daemon sent invalid JSON: " .. err, "protocol" end
+  return value, res
+end
+
+-- Generic call: returns the decoded body (or true for an empty one), and
+-- the raw response second.
+function Engine:call(method, path, query, body, opts)
+  local o = {query = query}
+  if body ~= nil then
+    o.body = type(body) == "string" and body or json.encode(body)
+  end
+  if opts then
+    for k, v in pairs(opts) do o[k] = v end
+  end
+  local res, err, code, status = self.client:request(method, path, o)
+  if not res then return nil, err, code, status end
+  return decode_response(res)
+end
+
+function Engine:get(path, query, opts) return self:call("GET", path, query, nil, opts) end
+function Engine:post(path, query, body, opts) return self:call("POST", path, query, body, opts) end
+function Engine:delete(path, query, opts) return self:call("DELETE", path, query, nil, opts) end
+
+-- Opens a streamed response (logs, events, pull progress).
+function Engine:stream(method, path, query, opts)
+  local o = {query = query}
+  if opts then
+    for k, v in pairs(opts) do o[k] = v end
+  end
+  if o.body ~= nil and type(o.body) ~= "string" then o.body = json.encode(o.body) end
+  return self.client:stream(method, path, o)
+end
+
+-- Pings the daemon without the version prefix; returns the raw response.
+function Engine:ping()
+  return self.client:request("GET", "/_ping", {raw = true})
+end
+
+function Engine:api_version()
+  return self.client:api_version()
+end
+
+function Engine:close()
+  self.client:close()
+end
+
+-- Encodes a label/name filter table for the `filters` query parameter.
+function M.filters(t)
+  local out = {}
+  for k, v in pairs(t) do
+    out[k] = type(v) == "table" and json.array(v) or json.array({v})
+  end
+  return json.encode(out)
+end
+
+-- Path segment: container, network and volume names are validated upstream,
+-- but anything put into a path is percent-encoded all the same.
+function M.segment(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c)
+    return string.format("%%%02X", c:byte())
+  end))
+end
+
+return M

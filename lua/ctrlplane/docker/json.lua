@@ -1,0 +1,153 @@
+-- JSON for the runtime: decoding through lua-cjson (fast, C), encoding here
+-- so the output is deterministic (sorted keys), integers keep every digit,
+-- and empty lists can be told from empty objects.
+--
+--   json.decode(text)        -> value | nil, message
+--   json.encode(value)       -> text
+--   json.array(t)            -> t, marked to encode as a list even when empty
+--   json.object(t)           -> t, marked to encode as an object even when empty
+--   json.null                -> the decoded JSON null (cjson.null)
+local cjson = require("cjson")
+
+local json = {null = cjson.null}
+
+local array_mt = {__name = "json.array"}
+local object_mt = {__name = "json.object"}
+
+function json.array(t)
+  return setmetatable(t or {}, array_mt)
+end
+
+function json.object(t)
+  return setmetatable(t or {}, object_mt)
+end
+
+function json.is_array(t)
+  return getmetatable(t) == array_mt
+end
+
+local decoder = cjson.new()
+decoder.decode_max_depth(256)
+
+function json.decode(text)
+  if type(text) ~= "string" then
+    error("json.decode expects a string, got " .. type(text), 2)
+  end
+  local ok, value = pcall(decoder.decode, text)
+  if not ok then
+    return nil, "invalid JSON: " .. tostring(value):gsub("^.-: ", "")
+  end
+  return value
+end
+
+local escapes = {
+  ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
+  ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t",
+}
+local function escape_char(c)
+  return escapes[c] or string.format("\\u%04x", c:byte())
+end
+
+local function encode_string(s)
+  -- bytes that are not UTF-8 become U+FFFD so the output is always valid JSON
+  if not utf8.len(s) then
+    local out, i, n = {}, 1, #s
+    while i <= n do
+      local ok_len = utf8.len(s, i)
+      if ok_len then
+        out[#out + 1] = s:sub(i)
+        break
+      end
+      local _, bad = utf8.len(s, i)
+      out[#out + 1] = s:sub(i, bad - 1)
+      out[#out + 1] = "\u{FFFD}"
+      i = bad + 1
+    end
+    s = table.concat(out)
+  end
+  return '"' .. s:gsub('[%c"\\]', escape_char) .. '"'
+end
+
+local function is_list(t)
+  local mt = getmetatable(t)
+  if mt == array_mt then return true end
+  if mt == object_mt then return false end
+  local n = #t
+  if n == 0 then return false end
+  local count = 0
+  for _ in pairs(t) do count = count + 1 end
+  return count == n
+end
+
+local encode_value
+
+local function encode_table(t, out, depth)
+  if depth > 200 then error("json.encode: nesting too deep (cycle?)", 0) end
+  if is_list(t) then
+    out[#out + 1] = "["
+    for i = 1, #t do
+      if i > 1 then out[#out + 1] = "," end
+      encode_value(t[i], out, depth + 1)
+    end
+    out[#out + 1] = "]"
+    return
+  end
+  local keys = {}
+  for k in pairs(t) do
+    if type(k) ~= "string" then
+      if type(k) == "number" then k = tostring(k) else
+        error("json.encode: object keys must be strings, got " .. type(k), 0)
+      end
+    end
+    keys[#keys + 1] = k
+  end
+  table.sort(keys)
+  out[#out + 1] = "{"
+  for i, k in ipairs(keys) do
+    if i > 1 then out[#out + 1] = "," end
+    out[#out + 1] = encode_string(k)
+    out[#out + 1] = ":"
+    local v = t[k]
+    if v == nil then v = t[tonumber(k)] end
+    encode_value(v, out, depth + 1)
+  end
+  out[#out + 1] = "}"
+end
+
+function encode_value(v, out, depth)
+  local ty = type(v)
+  if ty == "string" then
+    out[#out + 1] = encode_string(v)
+  elseif ty == "number" then
+    if math.type(v) == "integer" then
+      out[#out + 1] = string.format("%d", v)
+    elseif v ~= v or v == math.huge or v == -math.huge then
+      out[#out + 1] = "null"
+    elseif v == math.floor(v) and math.abs(v) < 2^63 then
+      out[#out + 1] = string.format("%d", math.tointeger(v))
+    else
+      local text -- the shortest form that reads back as the same number
+      for digits = 15, 17 do
+        text = string.format("%." .. digits .. "g", v)
+        if tonumber(text) == v then break end
+      end
+      out[#out + 1] = text
+    end
+  elseif ty == "boolean" then
+    out[#out + 1] = v and "true" or "false"
+  elseif v == nil or v == cjson.null then
+    out[#out + 1] = "null"
+  elseif ty == "table" then
+    encode_table(v, out, depth)
+  else
+    error("json.encode: cannot encode a " .. ty, 0)
+  end
+end
+
+function json.encode(v)
+  local out = {}
+  encode_value(v, out, 0)
+  return table.concat(out)
+end
+
+return json

@@ -1,0 +1,765 @@
+/*
+ * lcore.c - Lua bindings of the C core: require("ctrlplane.docker.core").
+ *
+ *   core.client(opts)                 -> client
+ *   client:request(method, path, opts)-> {status, headers, body} | nil, msg, code, status
+ *   client:stream(method, path, opts) -> stream | nil, msg, code, status
+ *   client:batch(reqs, opts)          -> {result...} (each a response or {error, code, status})
+ *   client:wait(streams, timeout)     -> {index...} of streams with data or finished
+ *   client:api_version()              -> "1.41" | nil, msg, code
+ *   client:stats()                    -> {connections, transfers, api_version}
+ *   stream:read([timeout])            -> chunk | nil (end) | false (timeout) | nil, msg, code
+ *   stream:status(), stream:headers(), stream:close()
+ *
+ * Failures of the daemon or the transport return nil, message, code with a
+ * stable code; wrong argument types raise.
+ */
+#include "http.h"
+#include "lcore.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CLIENT_MT "ctrlplane.docker.client"
+#define STREAM_MT "ctrlplane.docker.stream"
+#define ERRLEN 1024
+
+typedef struct lclient {
+  cp_client *c; /* NULL once closed */
+} lclient;
+
+typedef struct lstream {
+  cp_xfer *x; /* NULL once closed */
+} lstream;
+
+static lclient *lc_check(lua_State *L, int idx) {
+  lclient *lc = luaL_checkudata(L, idx, CLIENT_MT);
+  if (!lc->c) luaL_error(L, "attempt to use a closed Docker client");
+  return lc;
+}
+
+static lstream *ls_check(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, STREAM_MT);
+}
+
+/* ---- option helpers ---------------------------------------------------- */
+
+static const char *opt_string(lua_State *L, int t, const char *k) {
+  if (lua_type(L, t) != LUA_TTABLE) return NULL;
+  int ty = lua_getfield(L, t, k);
+  const char *s = NULL;
+  if (ty == LUA_TSTRING) s = lua_tostring(L, -1);
+  else if (ty != LUA_TNIL) luaL_error(L, "option '%s' must be a string", k);
+  lua_pop(L, 1); /* the string stays alive in the options table */
+  return s;
+}
+
+static int opt_bool(lua_State *L, int t, const char *k) {
+  if (lua_type(L, t) != LUA_TTABLE) return 0;
+  int ty = lua_getfield(L, t, k);
+  if (ty != LUA_TNIL && ty != LUA_TBOOLEAN) luaL_error(L, "option '%s' must be a boolean", k);
+  int v = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* seconds (a number) -> milliseconds; dflt when absent */
+static long opt_ms(lua_State *L, int t, const char *k, long dflt) {
+  if (lua_type(L, t) != LUA_TTABLE) return dflt;
+  int ty = lua_getfield(L, t, k);
+  long v = dflt;
+  if (ty == LUA_TNUMBER) {
+    lua_Number n = lua_tonumber(L, -1);
+    if (n < 0) luaL_error(L, "option '%s' must not be negative", k);
+    v = (long)(n * 1000.0);
+  } else if (ty != LUA_TNIL) {
+    luaL_error(L, "option '%s' must be a number of seconds", k);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* ---- results ----------------------------------------------------------- */
+
+static int push_fail(lua_State *L, const char *msg, const char *code, long status) {
+  lua_pushnil(L);
+  lua_pushstring(L, msg);
+  lua_pushstring(L, code);
+  if (status > 0) {
+    lua_pushinteger(L, status);
+    return 4;
+  }
+  return 3;
+}
+
+/* Pushes nil, msg, code[, status] for a failed or >= 400 transfer, or
+ * returns 0 when it succeeded. */
+static int push_xfer_fail(lua_State *L, cp_xfer *x) {
+  char msg[ERRLEN];
+  if (x->result != CURLE_OK) {
+    cp_xfer_error_message(x, msg, sizeof msg);
+    return push_fail(L, msg, cp_xfer_error_code(x), 0);
+  }
+  if (x->status >= 400) {
+    char text[ERRLEN - 64];
+    cp_error_text(x->body.data, x->body.len, text, sizeof text);
+    if (!text[0]) snprintf(text, sizeof text, "HTTP status %ld", x->status);
+    snprintf(msg, sizeof msg, "Docker daemon: %s", text);
+    return push_fail(L, msg, cp_status_code(x->status), x->status);
+  }
+  return 0;
+}
+
+static void push_headers(lua_State *L, const cp_buf *h) {
+  lua_newtable(L);
+  const char *p = h->data, *end = h->data + h->len;
+  while (p && p < end) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    if (!eol) eol = end;
+    const char *colon = memchr(p, ':', (size_t)(eol - p));
+    if (colon && colon > p) {
+      luaL_Buffer b;
+      luaL_buffinit(L, &b);
+      for (const char *k = p; k < colon; k++)
+        luaL_addchar(&b, (char)((*k >= 'A' && *k <= 'Z') ? *k + 32 : *k));
+      luaL_pushresult(&b);
+      const char *v = colon + 1, *ve = eol;
+      while (v < ve && (*v == ' ' || *v == '\t')) v++;
+      while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ')) ve--;
+      lua_pushlstring(L, v, (size_t)(ve - v));
+      lua_rawset(L, -3);
+    }
+    p = eol + 1;
+  }
+}
+
+static void push_response(lua_State *L, cp_xfer *x) {
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, x->status);
+  lua_setfield(L, -2, "status");
+  push_headers(L, &x->headers);
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, x->body.data ? x->body.data : "", x->body.len);
+  lua_setfield(L, -2, "body");
+}
+
+/* ---- paths and negotiation ---------------------------------------------- */
+
+/* The value at idx as query text; numbers are formatted into num. */
+static const char *query_text(lua_State *L, int idx, const char *key, char *num,
+                              size_t numlen, size_t *len) {
+  const char *v;
+  switch (lua_type(L, idx)) {
+  case LUA_TSTRING: return lua_tolstring(L, idx, len); /* kept alive by the table */
+  case LUA_TBOOLEAN: v = lua_toboolean(L, idx) ? "true" : "false"; break;
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx))
+      snprintf(num, numlen, LUA_INTEGER_FMT, lua_tointeger(L, idx));
+    else
+      snprintf(num, numlen, "%.17g", lua_tonumber(L, idx));
+    v = num;
+    break;
+  default:
+    luaL_error(L, "query value for '%s' must be a string, number, boolean or list", key);
+    return NULL;
+  }
+  *len = strlen(v);
+  return v;
+}
+
+/* Adds s percent-encoded (RFC 3986: only unreserved characters kept). */
+static void add_encoded(luaL_Buffer *b, const char *s, size_t n) {
+  static const char hex[] = "0123456789ABCDEF";
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+        ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+      luaL_addchar(b, (char)ch);
+    } else {
+      luaL_addchar(b, '%');
+      luaL_addchar(b, hex[ch >> 4]);
+      luaL_addchar(b, hex[ch & 15]);
+    }
+  }
+}
+
+static void add_pair(luaL_Buffer *b, const char *key, const char *v, size_t vlen, int *first) {
+  luaL_addchar(b, *first ? '?' : '&');
+  *first = 0;
+  add_encoded(b, key, strlen(key));
+  luaL_addchar(b, '=');
+  add_encoded(b, v, vlen);
+}
+
+static int key_less(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Pushes "[/vX.Y]path[?query]" for the options table at opts. Query keys
+ * are sorted so URLs are deterministic; a list value repeats its key. */
+static void push_url_path(lua_State *L, lclient *lc, const char *path, int opts, int raw) {
+  if (path[0] != '/') luaL_error(L, "path must start with '/' (got '%s')", path);
+  int base = lua_gettop(L);
+  int q = 0;
+  size_t nkeys = 0;
+  const char **keys = NULL;
+  if (lua_type(L, opts) == LUA_TTABLE) {
+    int qt = lua_getfield(L, opts, "query");
+    if (qt == LUA_TTABLE) {
+      q = lua_gettop(L);
+      lua_pushnil(L);
+      while (lua_next(L, q)) {
+        if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "query keys must be strings");
+        nkeys++;
+        lua_pop(L, 1);
+      }
+      keys = lua_newuserdatauv(L, (nkeys ? nkeys : 1) * sizeof *keys, 0);
+      size_t i = 0;
+      lua_pushnil(L);
+      while (lua_next(L, q)) {
+        keys[i++] = lua_tostring(L, -2);
+        lua_pop(L, 1);
+      }
+      qsort(keys, nkeys, sizeof *keys, key_less);
+    } else if (qt != LUA_TNIL) {
+      luaL_error(L, "option 'query' must be a table");
+    }
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  if (!raw) {
+    luaL_addstring(&b, "/v");
+    luaL_addstring(&b, lc->c->api_version);
+  }
+  luaL_addstring(&b, path);
+  int first = 1;
+  char num[64];
+  for (size_t i = 0; i < nkeys; i++) {
+    size_t len;
+    const char *v;
+    /* stack use stays balanced between buffer operations */
+    if (lua_getfield(L, q, keys[i]) == LUA_TTABLE) {
+      lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+      lua_pop(L, 1);
+      for (lua_Integer j = 1; j <= n; j++) {
+        lua_getfield(L, q, keys[i]);
+        lua_rawgeti(L, -1, j);
+        v = query_text(L, -1, keys[i], num, sizeof num, &len);
+        lua_pop(L, 2);
+        add_pair(&b, keys[i], v, len, &first);
+      }
+    } else {
+      v = query_text(L, -1, keys[i], num, sizeof num, &len);
+      lua_pop(L, 1);
+      add_pair(&b, keys[i], v, len, &first);
+    }
+  }
+  luaL_pushresult(&b);
+  if (lua_gettop(L) > base + 1) { /* drop the query table and key list */
+    lua_replace(L, base + 1);
+    lua_settop(L, base + 1);
+  }
+}
+
+static lstream *new_stream_ud(lua_State *L) {
+  lstream *ls = lua_newuserdatauv(L, sizeof *ls, 1);
+  ls->x = NULL;
+  luaL_setmetatable(L, STREAM_MT);
+  return ls;
+}
+
+/* Runs one plain request to completion; leaves the stream userdata holding
+ * the transfer on the stack. Returns 0, or the number of failure values
+ * pushed (a transfer failure; HTTP status is left to the caller). */
+static int run_plain(lua_State *L, lclient *lc, const char *method, const char *url,
+                     const char *body, size_t blen, const char *ctype, long timeout_ms) {
+  lstream *ls = new_stream_ud(L);
+  ls->x = cp_xfer_new(lc->c, method, url, body, blen, ctype, 0, timeout_ms, 0);
+  if (!ls->x) return luaL_error(L, "cannot create a transfer (out of memory)");
+  if (cp_client_drive(lc->c, &ls->x, 1, cp_ready_done, 0, -1) != 0 && !ls->x->done)
+    return push_fail(L, cp_interrupted ? "interrupted" : "curl multi failure",
+                     cp_interrupted ? "interrupted" : "protocol", 0);
+  return 0;
+}
+
+static void close_stream(lstream *ls) {
+  cp_xfer_free(ls->x);
+  ls->x = NULL;
+}
+
+/* Makes sure the client has an API version. Returns 0, or pushes
+ * nil, msg, code and returns their count. */
+static int negotiate(lua_State *L, lclient *lc) {
+  if (lc->c->api_version[0]) return 0;
+  int top = lua_gettop(L);
+  int n = run_plain(L, lc, "GET", "/_ping", NULL, 0, NULL, lc->c->timeout_ms);
+  if (n) return n;
+  lstream *ls = lua_touserdata(L, top + 1);
+  n = push_xfer_fail(L, ls->x);
+  if (n) {
+    close_stream(ls);
+    return n;
+  }
+  char ver[16] = "";
+  cp_header_get(&ls->x->headers, "Api-Version", ver, sizeof ver);
+  close_stream(ls);
+  lua_settop(L, top);
+  if (!ver[0] || cp_version_cmp(ver, "1.0") < 0) {
+    /* very old daemons: ask /version */
+    n = run_plain(L, lc, "GET", "/version", NULL, 0, NULL, lc->c->timeout_ms);
+    if (n) return n;
+    ls = lua_touserdata(L, top + 1);
+    if ((n = push_xfer_fail(L, ls->x)) != 0) {
+      close_stream(ls);
+      return n;
+    }
+    ver[0] = '\0';
+    const char *k = ls->x->body.data ? strstr(ls->x->body.data, "\"ApiVersion\":\"") : NULL;
+    if (k) {
+      k += 14;
+      size_t i = 0;
+      while (k[i] && k[i] != '"' && i + 1 < sizeof ver) ver[i] = k[i], i++;
+      ver[i] = '\0';
+    }
+    close_stream(ls);
+    lua_settop(L, top);
+  }
+  if (!ver[0]) return push_fail(L, "Docker daemon did not report its API version", "protocol", 0);
+  if (cp_version_cmp(ver, CP_API_MAX) > 0) snprintf(ver, sizeof ver, "%s", CP_API_MAX);
+  snprintf(lc->c->api_version, sizeof lc->c->api_version, "%s", ver);
+  return 0;
+}
+
+/* ---- client methods ----------------------------------------------------- */
+
+static int l_client(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  cp_client_opts o = {0};
+  o.host = opt_string(L, 1, "host");
+  o.tls = opt_bool(L, 1, "tls");
+  o.tls_verify = opt_bool(L, 1, "tls_verify");
+  o.ca = opt_string(L, 1, "ca");
+  o.cert = opt_string(L, 1, "cert");
+  o.key = opt_string(L, 1, "key");
+  o.connect_timeout_ms = opt_ms(L, 1, "connect_timeout", 2000);
+  o.timeout_ms = opt_ms(L, 1, "timeout", 60000);
+  o.api_version = opt_string(L, 1, "api_version");
+  lclient *lc = lua_newuserdatauv(L, sizeof *lc, 0);
+  lc->c = NULL; /* closed until the resource exists */
+  luaL_setmetatable(L, CLIENT_MT);
+  char err[512];
+  lc->c = cp_client_new(&o, err, sizeof err);
+  if (!lc->c) return push_fail(L, err, "bad_request", 0);
+  return 1;
+}
+
+static int l_client_close(lua_State *L) {
+  lclient *lc = luaL_checkudata(L, 1, CLIENT_MT);
+  cp_client_free(lc->c);
+  lc->c = NULL;
+  return 0;
+}
+
+static const char *body_opt(lua_State *L, int opts, size_t *len, const char **ctype) {
+  *len = 0;
+  *ctype = NULL;
+  if (lua_type(L, opts) != LUA_TTABLE) return NULL;
+  int t = lua_getfield(L, opts, "body");
+  const char *body = NULL;
+  if (t == LUA_TSTRING) {
+    body = lua_tolstring(L, -1, len);
+    *ctype = "application/json";
+  } else if (t != LUA_TNIL) {
+    luaL_error(L, "option 'body' must be a string (encode JSON first)");
+  }
+  lua_pop(L, 1);
+  const char *ct = opt_string(L, opts, "content_type");
+  if (ct) *ctype = ct;
+  return body;
+}
+
+static const char *check_method(lua_State *L, int idx) {
+  const char *m = luaL_checkstring(L, idx);
+  static const char *const ok[] = {"GET", "POST", "PUT", "DELETE", "HEAD", NULL};
+  for (int i = 0; ok[i]; i++)
+    if (strcmp(m, ok[i]) == 0) return m;
+  luaL_error(L, "unsupported HTTP method '%s'", m);
+  return NULL;
+}
+
+static int l_request(lua_State *L) {
+  lclient *lc = lc_check(L, 1);
+  const char *method = check_method(L, 2);
+  const char *path = luaL_checkstring(L, 3);
+  if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
+  lua_settop(L, 4);
+  int raw = opt_bool(L, 4, "raw");
+  long timeout = opt_ms(L, 4, "timeout", lc->c->timeout_ms);
+  size_t blen;
+  const char *ctype;
+  const char *body = body_opt(L, 4, &blen, &ctype);
+  if (!raw) {
+    int n = negotiate(L, lc);
+    if (n) return n;
+  }
+  push_url_path(L, lc, path, 4, raw); /* 5 */
+  int n = run_plain(L, lc, method, lua_tostring(L, 5), body, blen, ctype, timeout);
+  if (n) return n;
+  lstream *ls = lua_touserdata(L, 6);
+  n = push_xfer_fail(L, ls->x);
+  if (!n) {
+    push_response(L, ls->x);
+    n = 1;
+  }
+  close_stream(ls);
+  return n;
+}
+
+static int l_stream(lua_State *L) {
+  lclient *lc = lc_check(L, 1);
+  const char *method = check_method(L, 2);
+  const char *path = luaL_checkstring(L, 3);
+  if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
+  lua_settop(L, 4);
+  int raw = opt_bool(L, 4, "raw");
+  long timeout = opt_ms(L, 4, "timeout", 0);
+  long idle = opt_ms(L, 4, "idle_timeout", 0);
+  size_t blen;
+  const char *ctype;
+  const char *body = body_opt(L, 4, &blen, &ctype);
+  if (!raw) {
+    int n = negotiate(L, lc);
+    if (n) return n;
+  }
+  push_url_path(L, lc, path, 4, raw); /* 5 */
+  lstream *ls = new_stream_ud(L);     /* 6 */
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, 6, 1); /* the stream keeps its client alive */
+  ls->x = cp_xfer_new(lc->c, method, lua_tostring(L, 5), body, blen, ctype, 1, timeout,
+                      idle > 0 ? (idle + 999) / 1000 : 0);
+  if (!ls->x) return luaL_error(L, "cannot create a transfer (out of memory)");
+  /* wait for the response head, bounded like a plain request */
+  long head_wait = lc->c->timeout_ms > 0 ? lc->c->timeout_ms : -1;
+  int r = cp_client_drive(lc->c, &ls->x, 1, cp_ready_headers, 0, head_wait);
+  if (r != 0) {
+    close_stream(ls);
+    return r < 0 ? push_fail(L, "interrupted", "interrupted", 0)
+                 : push_fail(L, "timed out waiting for the Docker daemon to answer", "timeout", 0);
+  }
+  if (ls->x->status >= 400 && !ls->x->done) /* error bodies are short: read it all */
+    cp_client_drive(lc->c, &ls->x, 1, cp_ready_done, 0, lc->c->timeout_ms);
+  if (ls->x->status >= 400 || (ls->x->done && ls->x->result != CURLE_OK)) {
+    int n = push_xfer_fail(L, ls->x);
+    close_stream(ls);
+    if (n) return n;
+    return push_fail(L, "stream failed", "protocol", 0);
+  }
+  lua_settop(L, 6);
+  return 1;
+}
+
+static int l_batch(lua_State *L) {
+  lclient *lc = lc_check(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 3);
+  long timeout = opt_ms(L, 3, "timeout", lc->c->timeout_ms);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
+  int n0 = negotiate(L, lc);
+  if (n0) return n0;
+  /* 4: table of stream userdata holding the transfers (freed by GC on error) */
+  lua_createtable(L, (int)n, 0);
+  cp_xfer **xs = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *xs, 0); /* 5 */
+  for (lua_Integer i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, 2, i) != LUA_TTABLE)
+      return luaL_error(L, "batch request #%d must be a table", (int)i);
+    int r = lua_gettop(L);
+    lua_getfield(L, r, "method");
+    const char *method = lua_isnil(L, -1) ? "GET" : check_method(L, -1);
+    lua_getfield(L, r, "path");
+    const char *path = lua_tostring(L, -1);
+    if (!path) return luaL_error(L, "batch request #%d needs a 'path' string", (int)i);
+    int raw = opt_bool(L, r, "raw");
+    size_t blen;
+    const char *ctype;
+    const char *body = body_opt(L, r, &blen, &ctype);
+    push_url_path(L, lc, path, r, raw);
+    lstream *ls = new_stream_ud(L);
+    ls->x = cp_xfer_new(lc->c, method, lua_tostring(L, -2), body, blen, ctype, 0, timeout, 0);
+    if (!ls->x) return luaL_error(L, "cannot create a transfer (out of memory)");
+    xs[i - 1] = ls->x;
+    lua_rawseti(L, 4, i);
+    lua_settop(L, 5);
+  }
+  int r = cp_client_drive(lc->c, xs, (size_t)n, cp_ready_done, 0, -1);
+  lua_createtable(L, (int)n, 0); /* 6: results */
+  for (lua_Integer i = 1; i <= n; i++) {
+    cp_xfer *x = xs[i - 1];
+    if (!x->done) {
+      lua_createtable(L, 0, 2);
+      lua_pushstring(L, r < 0 ? "interrupted" : "timeout");
+      lua_setfield(L, -2, "error");
+      lua_pushstring(L, r < 0 ? "interrupted" : "timeout");
+      lua_setfield(L, -2, "code");
+    } else {
+      int top = lua_gettop(L);
+      int k = push_xfer_fail(L, x);
+      if (k) {
+        lua_createtable(L, 0, 3);
+        lua_pushvalue(L, top + 2);
+        lua_setfield(L, -2, "error");
+        lua_pushvalue(L, top + 3);
+        lua_setfield(L, -2, "code");
+        if (k == 4) {
+          lua_pushvalue(L, top + 4);
+          lua_setfield(L, -2, "status");
+        }
+        lua_replace(L, top + 1);
+        lua_settop(L, top + 1);
+      } else {
+        push_response(L, x);
+      }
+    }
+    lua_rawseti(L, 6, i);
+    lua_rawgeti(L, 4, i);
+    close_stream(lua_touserdata(L, -1));
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+static int l_wait(lua_State *L) {
+  lclient *lc = lc_check(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  long timeout = lua_isnoneornil(L, 3) ? -1 : (long)(luaL_checknumber(L, 3) * 1000.0);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
+  cp_xfer **xs = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *xs, 0);
+  size_t live = 0;
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 2, i);
+    lstream *ls = ls_check(L, -1);
+    if (ls->x && ls->x->client != lc->c)
+      return luaL_error(L, "stream #%d belongs to another client", (int)i);
+    if (ls->x) xs[live++] = ls->x;
+    lua_pop(L, 1);
+  }
+  if (live == 0) {
+    lua_newtable(L);
+    return 1;
+  }
+  int r = cp_client_drive(lc->c, xs, live, cp_ready_data, 1, timeout);
+  if (r < 0) return push_fail(L, "interrupted", "interrupted", 0);
+  lua_newtable(L);
+  lua_Integer k = 0;
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 2, i);
+    lstream *ls = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (!ls->x || cp_ready_data(ls->x)) {
+      lua_pushinteger(L, i);
+      lua_rawseti(L, -2, ++k);
+    }
+  }
+  return 1;
+}
+
+static int l_api_version(lua_State *L) {
+  lclient *lc = lc_check(L, 1);
+  int n = negotiate(L, lc);
+  if (n) return n;
+  lua_pushstring(L, lc->c->api_version);
+  return 1;
+}
+
+static int l_stats(lua_State *L) {
+  lclient *lc = lc_check(L, 1);
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, lc->c->connections);
+  lua_setfield(L, -2, "connections");
+  lua_pushinteger(L, lc->c->transfers);
+  lua_setfield(L, -2, "transfers");
+  lua_pushstring(L, lc->c->api_version);
+  lua_setfield(L, -2, "api_version");
+  return 1;
+}
+
+static int l_host(lua_State *L) {
+  lclient *lc = lc_check(L, 1);
+  lua_pushstring(L, lc->c->host);
+  return 1;
+}
+
+/* ---- stream methods ----------------------------------------------------- */
+
+static int l_stream_read(lua_State *L) {
+  lstream *ls = ls_check(L, 1);
+  if (!ls->x) return luaL_error(L, "attempt to read a closed stream");
+  long timeout = lua_isnoneornil(L, 2) ? -1 : (long)(luaL_checknumber(L, 2) * 1000.0);
+  cp_xfer *x = ls->x;
+  if (!x->client && !x->done) return push_fail(L, "Docker client closed", "closed", 0);
+  if (x->body.len == 0 && !x->done) {
+    int r = cp_client_drive(x->client, &x, 1, cp_ready_data, 1, timeout);
+    if (r < 0) return push_fail(L, "interrupted", "interrupted", 0);
+    if (r > 0) {
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+  }
+  if (x->body.len > 0) {
+    cp_buf chunk;
+    cp_xfer_take(x, &chunk);
+    lua_pushlstring(L, chunk.data, chunk.len);
+    cp_buf_free(&chunk);
+    return 1;
+  }
+  int n = push_xfer_fail(L, x);
+  if (n) return n;
+  lua_pushnil(L);
+  return 1;
+}
+
+static int l_stream_close(lua_State *L) {
+  lstream *ls = ls_check(L, 1);
+  close_stream(ls);
+  return 0;
+}
+
+static int l_stream_status(lua_State *L) {
+  lstream *ls = ls_check(L, 1);
+  if (!ls->x) return 0;
+  lua_pushinteger(L, ls->x->status);
+  return 1;
+}
+
+static int l_stream_headers(lua_State *L) {
+  lstream *ls = ls_check(L, 1);
+  if (!ls->x) return 0;
+  push_headers(L, &ls->x->headers);
+  return 1;
+}
+
+static int l_stream_closed(lua_State *L) {
+  lstream *ls = ls_check(L, 1);
+  lua_pushboolean(L, ls->x == NULL);
+  return 1;
+}
+
+/* ---- module --------------------------------------------------------------- */
+
+static void on_sigint(int sig) {
+  (void)sig;
+  cp_interrupted = 1;
+}
+
+/* core.catch_interrupts(true|false): SIGINT stops transfers in progress
+ * (they fail with code "interrupted") instead of killing the process. */
+static int l_catch_interrupts(lua_State *L) {
+  int on = lua_toboolean(L, 1);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on ? on_sigint : SIG_DFL;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  return 0;
+}
+
+static int l_interrupted(lua_State *L) {
+  lua_pushboolean(L, cp_interrupted != 0);
+  if (lua_toboolean(L, 1)) cp_interrupted = 0; /* core.interrupted(true) also resets */
+  return 1;
+}
+
+/* core.clock() -> monotonic seconds; core.walltime() -> Unix seconds (float) */
+static int l_clock(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  return 1;
+}
+
+static int l_walltime(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  return 1;
+}
+
+/* core.sleep(seconds): returns early (false) when interrupted */
+static int l_sleep(lua_State *L) {
+  lua_Number s = luaL_checknumber(L, 1);
+  if (s > 0) {
+    struct timespec ts;
+    ts.tv_sec = (time_t)s;
+    ts.tv_nsec = (long)((s - (lua_Number)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) != 0 && !cp_interrupted) {
+    }
+  }
+  lua_pushboolean(L, !cp_interrupted);
+  return 1;
+}
+
+/* core.isatty(fd) -> whether fd is a terminal (colour, progress bars) */
+static int l_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)) == 1);
+  return 1;
+}
+
+static const luaL_Reg client_methods[] = {
+    {"request", l_request}, {"stream", l_stream},           {"batch", l_batch},
+    {"wait", l_wait},       {"api_version", l_api_version}, {"stats", l_stats},
+    {"host", l_host},       {"close", l_client_close},      {NULL, NULL}};
+
+static const luaL_Reg stream_methods[] = {
+    {"read", l_stream_read},       {"close", l_stream_close},   {"status", l_stream_status},
+    {"headers", l_stream_headers}, {"closed", l_stream_closed}, {NULL, NULL}};
+
+static const luaL_Reg core_funcs[] = {{"client", l_client},
+                                      {"catch_interrupts", l_catch_interrupts},
+                                      {"interrupted", l_interrupted},
+                                      {"clock", l_clock},
+                                      {"walltime", l_walltime},
+                                      {"sleep", l_sleep},
+                                      {"isatty", l_isatty},
+                                      {NULL, NULL}};
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                      lua_CFunction close) {
+  luaL_newmetatable(L, name);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, close);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, close);
+  lua_setfield(L, -2, "__close");
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "__name");
+  lua_pop(L, 1);
+}
+
+static int curl_ready = 0;
+
+int luaopen_ctrlplane_docker_core(lua_State *L) {
+  if (!curl_ready) {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+      return luaL_error(L, "curl_global_init failed");
+    curl_ready = 1;
+  }
+  new_class(L, CLIENT_MT, client_methods, l_client_close);
+  new_class(L, STREAM_MT, stream_methods, l_stream_close);
+  luaL_newlib(L, core_funcs);
+  lua_pushstring(L, CP_VERSION);
+  lua_setfield(L, -2, "version");
+  lua_pushstring(L, CP_API_MAX);
+  lua_setfield(L, -2, "api_max");
+  lua_pushstring(L, CP_API_MIN);
+  lua_setfield(L, -2, "api_min");
+  lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
+  lua_setfield(L, -2, "curl_version");
+  return 1;
+}

@@ -1,0 +1,15 @@
+/*
+ * lcore.h - the Lua module of the C core, ctrlplane.docker.core.
+ */
+#ifndef CP_LCORE_H
+#define CP_LCORE_H
+
+#include <lua.h>
+
+#ifndef CP_VERSION
+#define CP_VERSION "0.1.0"
+#endif
+
+int luaopen_ctrlplane_docker_core(lua_State *L);
+
+#endif

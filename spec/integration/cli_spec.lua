@@ -1,0 +1,101 @@
+-- The cpdocker host as a user runs it.
+local json = require("ctrlplane.docker.json")
+local helper = require("support.helper")
+
+describe("cpdocker", function()
+  setup(function()
+    helper.daemon()
+  end)
+
+  it("prints help and exits 0", function()
+    local out, rc = helper.cpdocker("--help")
+    assert.are.equal(0, rc)
+    assert.matches("usage: cpdocker", out)
+    assert.matches("health", out)
+    local one, rc2 = helper.cpdocker("health --help")
+    assert.are.equal(0, rc2)
+    assert.matches("usage: cpdocker health", one)
+  end)
+
+  it("exits 2 on an unknown command or option", function()
+    local out, rc = helper.cpdocker("frobnicate")
+    assert.are.equal(2, rc)
+    assert.matches("unknown command 'frobnicate'", out)
+    local out2, rc2 = helper.cpdocker("health --bogus")
+    assert.are.equal(2, rc2)
+    assert.matches("unknown option %-%-bogus", out2)
+  end)
+
+  it("reports a healthy daemon as JSON", function()
+    local out, rc = helper.cpdocker("--json health")
+    assert.are.equal(0, rc)
+    local h = assert(json.decode(out))
+    assert.is_true(h.healthy)
+    assert.matches('"latency":[1-9]%d*[,}]', out) -- Go duration: integer nanoseconds
+    assert.is_true(h.latency > 0)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d[%.%d]*Z$", h.checked_at)
+  end)
+
+  it("accepts --json anywhere on the line", function()
+    local out, rc = helper.cpdocker("health --json")
+    assert.are.equal(0, rc)
+    assert.is_true(json.decode(out).healthy)
+  end)
+
+  it("reports an unreachable daemon as unhealthy, exit 1, within 3 s", function()
+    local t0 = helper.clock()
+    local out, rc = helper.cpdocker("--json --host unix:///nonexistent.sock health")
+    local elapsed = helper.clock() - t0
+    assert.are.equal(1, rc)
+    local h = assert(json.decode(out))
+    assert.is_false(h.healthy)
+    assert.matches("nonexistent.sock", h.message)
+    assert.is_true(elapsed < 3)
+    local human, rc2 = helper.cpdocker("--host unix:///nonexistent.sock health")
+    assert.are.equal(1, rc2)
+    assert.matches("healthy:%s+false", human)
+  end)
+
+  it("answers info in the contract's shape", function()
+    local out, rc = helper.cpdocker("info --json")
+    assert.are.equal(0, rc)
+    local info = json.decode(out)
+    assert.are.equal("docker", info.name)
+    assert.are.equal("local", info.region)
+    assert.is_table(info.location)
+  end)
+
+  it("lists capabilities as a JSON list", function()
+    local out, rc = helper.cpdocker("--json capabilities")
+    assert.are.equal(0, rc)
+    assert.matches("^%[", out)
+  end)
+
+  it("shows the daemon version with the negotiated API", function()
+    local out, rc = helper.cpdocker("--json version")
+    assert.are.equal(0, rc)
+    local v = json.decode(out)
+    assert.are.equal("Lua 5.4", v.lua)
+    assert.is_string(v.daemon.version)
+    assert.matches("^1%.%d+$", v.daemon.negotiated_api_version)
+  end)
+
+  it("loads the same C core from plain lua5.4", function()
+    local out, rc = helper.sh("lua5.4 -e 'package.cpath=\"build/?.so;\"..package.cpath;"
+      .. " local c=require(\"ctrlplane.docker.core\"); print(c.version)'")
+    assert.are.equal(0, rc)
+    assert.matches("^%d+%.%d+%.%d+", out)
+  end)
+
+  it("leaks nothing under valgrind", function()
+    local _, has = helper.sh("command -v valgrind >/dev/null")
+    assert.are.equal(0, has, "valgrind is needed for this spec (make setup installs it)")
+    for _, args in ipairs({"--json info", "--json health", "--host unix:///nonexistent.sock health"}) do
+      local out = helper.sh("valgrind --leak-check=full --errors-for-leak-kinds=definite "
+        .. "--error-exitcode=99 ./cpdocker " .. args .. " 2>&1")
+      -- definite leaks count as errors with --errors-for-leak-kinds=definite
+      assert.matches("ERROR SUMMARY: 0 errors", out, 1, true)
+      assert.is_nil(out:match("definitely lost: [1-9]"), out)
+    end
+  end)
+end)

@@ -1,0 +1,57 @@
+local config = require("ctrlplane.docker.config")
+
+local function env(t)
+  return function(k) return t[k] end
+end
+
+describe("config.resolve", function()
+  it("defaults to the local socket and loopback publishing", function()
+    local cfg = assert(config.resolve({}, env({})))
+    assert.are.equal("unix:///var/run/docker.sock", cfg.host)
+    assert.are.equal("127.0.0.1", cfg.publish_address)
+    assert.are.equal("if-not-present", cfg.pull_policy)
+    assert.is_false(cfg.tls)
+    assert.are.equal(2, cfg.connect_timeout)
+  end)
+
+  it("prefers --host, then CP_DOCKER_HOST, then DOCKER_HOST", function()
+    local e = env({CP_DOCKER_HOST = "tcp://a:1", DOCKER_HOST = "tcp://b:2"})
+    assert.are.equal("unix:///x.sock", config.resolve({host = "unix:///x.sock"}, e).host)
+    assert.are.equal("tcp://a:1", config.resolve({}, e).host)
+    assert.are.equal("tcp://b:2", config.resolve({}, env({DOCKER_HOST = "tcp://b:2"})).host)
+  end)
+
+  it("turns on TLS from DOCKER_TLS_VERIFY and DOCKER_CERT_PATH", function()
+    local cfg = config.resolve({}, env({DOCKER_HOST = "tcp://h:2376",
+      DOCKER_TLS_VERIFY = "1", DOCKER_CERT_PATH = "/certs"}))
+    assert.is_true(cfg.tls)
+    assert.is_true(cfg.tls_verify)
+    assert.are.equal("/certs/ca.pem", cfg.ca)
+    assert.are.equal("/certs/cert.pem", cfg.cert)
+    assert.are.equal("/certs/key.pem", cfg.key)
+    local noverify = config.resolve({}, env({DOCKER_CERT_PATH = "/c"}))
+    assert.is_true(noverify.tls)
+    assert.is_false(noverify.tls_verify)
+  end)
+
+  it("reads durations in several forms", function()
+    assert.are.equal(5, config.seconds("5s", "x"))
+    assert.are.equal(0.25, config.seconds("250ms", "x"))
+    assert.are.equal(90, config.seconds("1m30s", "x"))
+    assert.are.equal(2, config.seconds(2000000000, "x")) -- Go nanoseconds
+    assert.are.equal(1.5, config.seconds(1.5, "x"))
+    assert.are.equal(7, config.seconds("7", "x"))
+    local v, err = config.seconds("soon", "stop_timeout")
+    assert.is_nil(v)
+    assert.matches("stop_timeout: invalid duration", err)
+  end)
+
+  it("rejects a bad host or pull policy naming the setting", function()
+    local c1, e1 = config.resolve({host = "ftp://x"}, env({}))
+    assert.is_nil(c1)
+    assert.matches("^host:", e1)
+    local c2, e2 = config.resolve({pull_policy = "sometimes"}, env({}))
+    assert.is_nil(c2)
+    assert.matches("^pull_policy:", e2)
+  end)
+end)

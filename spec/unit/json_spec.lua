@@ -1,0 +1,45 @@
+local json = require("ctrlplane.docker.json")
+
+describe("json.encode", function()
+  local rows = {
+    {"an integer keeps every digit", 1234567890123456789, "1234567890123456789"},
+    {"a float reads back the same", 0.1, "0.1"},
+    {"a whole float is written as an integer", 3.0, "3"},
+    {"strings are escaped", 'a"b\\c\n\t\1', '"a\\"b\\\\c\\n\\t\\u0001"'},
+    {"invalid UTF-8 becomes U+FFFD", "ok\255end", '"ok\239\191\189end"'},
+    {"valid UTF-8 passes through", "h\195\169", '"h\195\169"'},
+    {"objects have sorted keys", {b = 1, a = {c = true}}, '{"a":{"c":true},"b":1}'},
+    {"a sequence is a list", {1, "x", false}, '[1,"x",false]'},
+    {"an empty table is an object", {}, "{}"},
+    {"a marked empty list is a list", json.array({}), "[]"},
+    {"null", json.null, "null"},
+    {"NaN is null", 0 / 0, "null"},
+  }
+  for _, row in ipairs(rows) do
+    it(row[1], function()
+      assert.are.equal(row[3], json.encode(row[2]))
+    end)
+  end
+
+  it("refuses values JSON cannot hold", function()
+    assert.has_error(function() json.encode({f = print}) end)
+    local cyclic = {}
+    cyclic.self = cyclic
+    assert.has_error(function() json.encode(cyclic) end)
+  end)
+end)
+
+describe("json.decode", function()
+  it("round-trips", function()
+    local v = {a = {1, 2, 3}, b = "x", c = {d = false}}
+    assert.are.same(v, json.decode(json.encode(v)))
+  end)
+  it("returns nil and a message for bad text", function()
+    local v, err = json.decode("{nope")
+    assert.is_nil(v)
+    assert.matches("invalid JSON", err)
+  end)
+  it("raises for a non-string", function()
+    assert.has_error(function() json.decode(42) end)
+  end)
+end)
