@@ -332,4 +332,11 @@ cli.command("version", {
   end,
 })
 
+-- Command modules: each exports install(cli) and registers its commands.
+cli.command_modules = {}
+
+for _, name in ipairs(cli.command_modules) do
+  require("ctrlplane.docker." .. name).install(cli)
+end
+
 return cli

@@ -96,4 +96,12 @@ function Provider:close()
   self.engine:close()
 end
 
+-- Operation modules: each exports install(M) and adds its methods to
+-- M.Provider (and its names to the capabilities it really supports).
+M.operation_modules = {}
+
+for _, name in ipairs(M.operation_modules) do
+  require("ctrlplane.docker." .. name).install(M)
+end
+
 return M

@@ -1,0 +1,68 @@
+-- How an instance maps onto Docker (DESIGN §3): names, labels, and finding
+-- the members of a project. The runtime only ever touches containers,
+-- networks and volumes that carry the project label.
+local engine = require("ctrlplane.docker.engine")
+
+local project = {}
+
+project.LABEL = {
+  instance = "ctrlplane.instance",
+  project = "ctrlplane.project",
+  tenant = "ctrlplane.tenant",
+  service = "ctrlplane.service",
+  role = "ctrlplane.role",
+  release = "ctrlplane.release",
+  spec_hash = "ctrlplane.spec-hash",
+  spec = "ctrlplane.spec",
+  replica = "ctrlplane.replica",
+  releases = "ctrlplane.releases",
+}
+
+project.ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]*$"
+project.ID_MAX = 64
+
+-- Returns true, or nil and a message naming the field.
+function project.validate_id(id, field)
+  field = field or "instance_id"
+  if type(id) ~= "string" then
+    return nil, field .. ": expected a string, got " .. type(id)
+  end
+  if id == "" then return nil, field .. ": must not be empty" end
+  if #id > project.ID_MAX then
+    return nil, string.format("%s: at most %d characters (got %d)", field, project.ID_MAX, #id)
+  end
+  if not id:match(project.ID_PATTERN) then
+    return nil, field .. ": \"" .. id .. "\" may contain only letters, digits, '_' and '-'"
+      .. " and must start with a letter or digit"
+  end
+  return true
+end
+
+function project.name(id) return "cp-" .. id end
+function project.network_name(id) return "cp-" .. id .. "-net" end
+function project.volume_name(id, volume) return "cp-" .. id .. "-" .. volume end
+
+-- Replica 1 (or nil) is the plain name; further replicas get a suffix.
+function project.container_name(id, service, replica)
+  local base = "cp-" .. id .. "-" .. service
+  if replica and replica > 1 then return base .. "-" .. replica end
+  return base
+end
+
+function project.provider_ref(id) return "docker:cp-" .. id end
+
+-- Lists the project's containers (all states), as /containers/json returns
+-- them. Returns the list, or nil, message, code.
+function project.members(eng, id)
+  return eng:get("/containers/json", {
+    all = true,
+    filters = engine.filters({label = {project.LABEL.project .. "=" .. project.name(id)}}),
+  })
+end
+
+-- The service a listed container belongs to.
+function project.service_of(c)
+  return c.Labels and c.Labels[project.LABEL.service]
+end
+
+return project
