@@ -1,15 +1,46 @@
 #!/usr/bin/env bash
-# The demo behind `make demo`: the provider's identity, the daemon it talks
-# to and its health, as an operator would check them with ./cpdocker.
+# The demo behind `make demo`: provision the example project (an init that
+# prepares a volume, a web server, a sidecar), look at it, fetch the web
+# endpoint over 127.0.0.1, deploy the second image version, look again, and
+# deprovision — all through ./cpdocker, as an operator would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ID=$(sed -n 's/.*"instance_id": *"\([^"]*\)".*/\1/p' examples/project.json | head -1)
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+cleanup() { ./cpdocker deprovision "$ID" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
 
 step "cpdocker version"
 ./cpdocker version
-step "cpdocker info"
-./cpdocker info
 step "cpdocker --json health"
 ./cpdocker --json health
-step "cpdocker capabilities"
-./cpdocker capabilities
+
+step "cpdocker provision examples/project.json"
+./cpdocker provision examples/project.json
+step "cpdocker status $ID"
+./cpdocker status "$ID"
+
+url=$(./cpdocker --json status "$ID" | lua5.4 -e '
+  local cjson = require("cjson")
+  for _, e in ipairs(cjson.decode(io.read("a")).endpoints) do
+    if e.public and e.service_name == "web" then print(e.url) end
+  end')
+step "fetch the web endpoint: $url (published on 127.0.0.1)"
+curl -fsS "${url/localhost/127.0.0.1}/"
+
+step "cpdocker deploy examples/deploy.json (image :2, new env)"
+./cpdocker deploy examples/deploy.json
+step "cpdocker status $ID"
+./cpdocker status "$ID"
+url=$(./cpdocker --json status "$ID" | lua5.4 -e '
+  local cjson = require("cjson")
+  for _, e in ipairs(cjson.decode(io.read("a")).endpoints) do
+    if e.public and e.service_name == "web" then print(e.url) end
+  end')
+step "fetch the web endpoint again: $url"
+curl -fsS "${url/localhost/127.0.0.1}/"
+
+step "cpdocker deprovision $ID"
+./cpdocker deprovision "$ID"
+trap - EXIT
+./cpdocker status "$ID"

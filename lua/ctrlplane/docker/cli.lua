@@ -69,6 +69,43 @@ function Ctx:fields(rows)
   end
 end
 
+-- Prints a table with a header row; columns aligned to their widest cell.
+function Ctx:table(headers, rows)
+  local widths = {}
+  for i, h in ipairs(headers) do widths[i] = utf8.len(h) or #h end
+  for _, r in ipairs(rows) do
+    for i = 1, #headers do
+      local cell = tostring(r[i] == nil and "" or r[i])
+      widths[i] = math.max(widths[i], utf8.len(cell) or #cell)
+    end
+  end
+  local function line(cells, bold)
+    local parts = {}
+    for i = 1, #headers do
+      local cell = tostring(cells[i] == nil and "" or cells[i])
+      local pad = widths[i] - (utf8.len(cell) or #cell)
+      parts[i] = i < #headers and (cell .. string.rep(" ", pad)) or cell
+    end
+    local text = table.concat(parts, "  ")
+    self.stdout:write(bold and self:color("1", text) or text, "\n")
+  end
+  line(headers, true)
+  for _, r in ipairs(rows) do line(r) end
+end
+
+-- Reports a failed operation: the message, and one line per invalid field.
+function Ctx:fail_op(what, err, code, errors)
+  if errors and #errors > 0 then
+    self.stderr:write("cpdocker: ", what, ": invalid request\n")
+    for _, e in ipairs(errors) do
+      self.stderr:write("  ", e.field, ": ", e.message, "\n")
+    end
+    return 1
+  end
+  return self:fail(string.format("%s: %s%s", what, tostring(err),
+    code and (" [" .. code .. "]") or ""))
+end
+
 function Ctx:color(code, text)
   if self.tty then return "\27[" .. code .. "m" .. text .. "\27[0m" end
   return text
@@ -333,7 +370,7 @@ cli.command("version", {
 })
 
 -- Command modules: each exports install(cli) and registers its commands.
-cli.command_modules = {}
+cli.command_modules = {"cli_lifecycle"}
 
 for _, name in ipairs(cli.command_modules) do
   require("ctrlplane.docker." .. name).install(cli)

@@ -54,6 +54,34 @@ function Engine:get(path, query, opts) return self:call("GET", path, query, nil,
 function Engine:post(path, query, body, opts) return self:call("POST", path, query, body, opts) end
 function Engine:delete(path, query, opts) return self:call("DELETE", path, query, nil, opts) end
 
+-- Runs several calls at once (one curl multi); waits for all of them.
+-- calls: list of {method, path, query, body}; returns a list of
+-- {value = decoded} or {error = message, code = code, status = status}.
+function Engine:batch(calls, opts)
+  if #calls == 0 then return {} end
+  local reqs = {}
+  for i, c in ipairs(calls) do
+    local body = c.body
+    if body ~= nil and type(body) ~= "string" then body = json.encode(body) end
+    reqs[i] = {method = c.method or "GET", path = c.path, query = c.query, body = body}
+  end
+  local results = self.client:batch(reqs, opts)
+  local out = {}
+  for i, r in ipairs(results) do
+    if r.error then
+      out[i] = {error = r.error, code = r.code, status = r.status}
+    else
+      local value, err, code = decode_response(r)
+      if value == nil then
+        out[i] = {error = err, code = code}
+      else
+        out[i] = {value = value}
+      end
+    end
+  end
+  return out
+end
+
 -- Opens a streamed response (logs, events, pull progress).
 function Engine:stream(method, path, query, opts)
   local o = {query = query}

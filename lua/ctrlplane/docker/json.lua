@@ -29,6 +29,21 @@ end
 local decoder = cjson.new()
 decoder.decode_max_depth(256)
 
+-- lua-cjson reads every number as a float; whole numbers become integers
+-- so counts, ports and exit codes behave as such (and print without ".0").
+local function integers(v)
+  for k, x in pairs(v) do
+    local t = type(x)
+    if t == "number" then
+      local i = math.tointeger(x)
+      if i then v[k] = i end
+    elseif t == "table" then
+      integers(x)
+    end
+  end
+  return v
+end
+
 function json.decode(text)
   if type(text) ~= "string" then
     error("json.decode expects a string, got " .. type(text), 2)
@@ -37,7 +52,8 @@ function json.decode(text)
   if not ok then
     return nil, "invalid JSON: " .. tostring(value):gsub("^.-: ", "")
   end
-  return value
+  if type(value) == "table" then return integers(value) end
+  return math.tointeger(value) or value
 end
 
 local escapes = {

@@ -16,6 +16,7 @@ project.LABEL = {
   spec = "ctrlplane.spec",
   replica = "ctrlplane.replica",
   releases = "ctrlplane.releases",
+  instance_spec = "ctrlplane.instance-spec",
 }
 
 project.ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]*$"

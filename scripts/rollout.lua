@@ -1,0 +1,52 @@
+-- Rollout policy: in which order a project's services start and stop, and
+-- how a deploy replaces a service's container.
+--
+-- plan(services) -> waves
+--   services: list of {name, role = "init"|"main"|"sidecar", depends_on = {names}}
+--             in the order of the request.
+--   returns:  a list of waves, each a list of service names. The runtime
+--             handles the waves in order: every init service in a wave runs
+--             to completion (exit 0) before the next wave; the other services
+--             of a wave are created and started together. Stopping goes
+--             through the waves in reverse. Every service must appear once,
+--             after all of its dependencies.
+--
+-- strategy(service, request) -> "recreate"
+--   service: {name, role, ports = {...}}; request: the DeployRequest.
+--   "recreate": stop the old container, start the new one, and if the new
+--   one does not become ready put the old one back.
+--
+-- Helpers available here: graph.order(services, rank), graph.levels(services).
+
+local ROLE_RANK = {init = 0, main = 1, sidecar = 2}
+
+local function plan(services)
+  local waves = {}
+  -- init services one at a time, in dependency order
+  local inits, others = {}, {}
+  for _, s in ipairs(services) do
+    if s.role == "init" then inits[#inits + 1] = s else others[#others + 1] = s end
+  end
+  for _, s in ipairs(graph.order(inits)) do
+    waves[#waves + 1] = {s.name}
+  end
+  -- then main and sidecars: services at the same dependency depth start
+  -- together, main first within its wave
+  local level = graph.levels(others)
+  local by_level = {}
+  for _, s in ipairs(graph.order(others, function(x) return ROLE_RANK[x.role] end)) do
+    local l = level[s.name]
+    by_level[l] = by_level[l] or {}
+    table.insert(by_level[l], s.name)
+  end
+  for l = 1, #by_level do
+    if by_level[l] then waves[#waves + 1] = by_level[l] end
+  end
+  return waves
+end
+
+local function strategy(_, request)
+  return request.strategy or "recreate"
+end
+
+return {plan = plan, strategy = strategy}
