@@ -44,6 +44,10 @@ function helper.cpdocker(args)
   return helper.sh("./cpdocker " .. args .. " 2>&1")
 end
 
+function helper.sleep(s)
+  core.sleep(s)
+end
+
 function helper.clock()
   return core.clock()
 end

@@ -47,10 +47,18 @@ end
 -- installed share directory).
 function M.find_scripts_dir()
   local src = debug.getinfo(1, "S").source
-  local dir = src:match("^@(.*)/lua/ctrlplane/docker/init%.lua$")
+  -- source tree: <root>/lua/ctrlplane/docker/init.lua beside <root>/scripts
+  local root = src:match("^@(.-)lua/ctrlplane/docker/init%.lua$")
+  if root then
+    local f = io.open(root .. "scripts/rollout.lua", "r")
+    if f then
+      f:close()
+      return root .. "scripts"
+    end
+  end
+  -- installed as a rock: the scripts sit beside the modules
+  local dir = src:match("^@(.*)/init%.lua$")
   if dir then return dir .. "/scripts" end
-  dir = src:match("^@(.*)/ctrlplane/docker/init%.lua$")
-  if dir then return dir .. "/ctrlplane/docker/scripts" end
   return "scripts"
 end
 
