@@ -5,6 +5,7 @@
 --   c: {name, role, docker_state ("created"|"running"|"paused"|"restarting"|
 --       "removing"|"exited"|"dead"), exit_code, oom_killed, error,
 --       health (nil|"starting"|"healthy"|"unhealthy"), has_health_check,
+--       restart_policy ("no"|"unless-stopped"|"always"|"on-failure"),
 --       restarts, started_at, finished_at}
 --   state is one of: provisioning starting running stopping stopped failed
 --   destroying destroyed.
@@ -51,9 +52,17 @@ local function service(c)
     return {state = "failed", ready = false,
       message = string.format("init failed: exit code %d", c.exit_code or -1)}
   end
-  if c.exit_code ~= 0 then
+  -- Docker restarts an unless-stopped (or always) container whatever its
+  -- exit code, unless someone stopped it: then it is stopped, not failed
+  -- (even when the stop timeout ran out and it was killed).
+  local restarts_itself = c.restart_policy == "unless-stopped" or c.restart_policy == "always"
+  if c.exit_code ~= 0 and not restarts_itself then
     return {state = "failed", ready = false,
       message = string.format("exited with code %d", c.exit_code or -1)}
+  end
+  if c.exit_code ~= 0 then
+    return {state = "stopped", ready = false,
+      message = string.format("stopped (exit code %d)", c.exit_code)}
   end
   return {state = "stopped", ready = false, message = "stopped"}
 end

@@ -840,6 +840,8 @@ function P:status(instance_id)
     local input = {name = name, role = spec.role, docker_state = st.Status,
       exit_code = st.ExitCode, oom_killed = st.OOMKilled or false, error = st.Error or "",
       health = st.Health and st.Health.Status, has_health_check = spec.health_check ~= nil,
+      restart_policy = c.HostConfig and c.HostConfig.RestartPolicy
+        and c.HostConfig.RestartPolicy.Name or "no",
       restarts = c.RestartCount or 0, started_at = st.StartedAt, finished_at = st.FinishedAt}
     local s, serr, scode = policy.call(pol.status, "service", input)
     if not s then return nil, serr, scode end
