@@ -22,20 +22,36 @@ CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 LUA_LIBS  = $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 
 CORE_SRC = runtime/http.c runtime/lcore.c
-CORE_OBJ = $(CORE_SRC:runtime/%.c=build/obj/%.o)
+BUILD   ?= build
+CORE_OBJ = $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o)
 HDRS     = $(wildcard runtime/*.h)
-MODULE   = build/ctrlplane/docker/core.so
+MODULE   = $(BUILD)/ctrlplane/docker/core.so
 
-.PHONY: all setup test unit demo bench check clean install
+LIB_OBJ  = $(CORE_OBJ) build/obj/host.o build/obj/embed.o
+LIB_A    = build/libctrlplane-docker.a
+LIB_SO   = build/libctrlplane-docker.so
 
-all: cpdocker $(MODULE)
+.PHONY: all setup test unit demo bench check asan clean install
 
-build/obj/%.o: runtime/%.c $(HDRS)
+all: cpdocker $(MODULE) $(LIB_A) $(LIB_SO) build/embed-example
+
+$(BUILD)/obj/%.o: runtime/%.c $(HDRS) runtime/include/ctrlplane_docker.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) -Iruntime/include -c -o $@ $<
 
-cpdocker: build/obj/cpdocker.o $(CORE_OBJ)
+cpdocker: build/obj/cpdocker.o build/obj/host.o $(CORE_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(CURL_LIBS) -lm -ldl
+
+$(LIB_A): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(LIB_SO): $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libctrlplane-docker.so.0 -o $@ $^ $(LUA_LIBS) $(CURL_LIBS) -lm -ldl
+
+build/embed-example: examples/embed_example.c $(LIB_A) runtime/include/ctrlplane_docker.h
+	$(CC) $(CFLAGS) -Iruntime/include -o $@ examples/embed_example.c $(LIB_A) \
+	  $(LDFLAGS) $(LUA_LIBS) $(CURL_LIBS) -lm -ldl
 
 $(MODULE): $(CORE_OBJ)
 	@mkdir -p $(dir $@)
@@ -60,15 +76,34 @@ bench: setup
 	@$(MAKE) --no-print-directory all
 	@bash spec/bench/run.sh
 
+# quality gates: luacheck, cppcheck, and the unit specs against an
+# ASan + UBSan build of the C core
 check:
-	luacheck lua scripts spec examples
+	luacheck --no-color -q lua scripts spec examples
+	cppcheck --quiet --enable=warning,performance,portability --std=c11 --error-exitcode=1 \
+	  --inline-suppr -Iruntime -Iruntime/include runtime examples/embed_example.c
+
+ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+asan:
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g" SAN="$(ASAN_FLAGS)" \
+	  build/asan/ctrlplane/docker/core.so
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  CP_CORE_CPATH="build/asan/?.so" bash spec/support/run-tests.sh --unit
 
 clean:
 	rm -rf build cpdocker
 
+# the executable, the library and its header, the Lua modules, the C module
+# and the policy scripts
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ctrlplane-docker
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ctrlplane-docker \
+	  $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
+	  $(DESTDIR)$(PREFIX)/lib/lua/5.4/ctrlplane/docker
 	install -m 755 cpdocker $(DESTDIR)$(PREFIX)/bin/cpdocker
 	cp -r lua scripts $(DESTDIR)$(PREFIX)/share/ctrlplane-docker/
-	install -d $(DESTDIR)$(PREFIX)/lib/lua/5.4/ctrlplane/docker
+	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/libctrlplane-docker.so.0
+	ln -sf libctrlplane-docker.so.0 $(DESTDIR)$(PREFIX)/lib/libctrlplane-docker.so
+	install -m 644 runtime/include/ctrlplane_docker.h $(DESTDIR)$(PREFIX)/include/
 	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/5.4/ctrlplane/docker/core.so

@@ -11,21 +11,33 @@ with the provider library and its lifecycle policy in Lua.
   license = "MIT",
 }
 dependencies = {"lua >= 5.4", "lua-cjson"}
-external_dependencies = {CURL = {header = "curl/curl.h"}}
+-- libcurl comes from the system (Debian: libcurl4-openssl-dev, headers in the
+-- compiler's default multiarch include path)
 build = {
   type = "builtin",
   modules = {
     ["ctrlplane.docker.core"] = {
       sources = {"runtime/http.c", "runtime/lcore.c"},
       libraries = {"curl"},
-      incdirs = {"$(CURL_INCDIR)", "runtime"},
-      libdirs = {"$(CURL_LIBDIR)"},
+      incdirs = {"runtime"},
     },
     ["ctrlplane.docker"] = "lua/ctrlplane/docker/init.lua",
     ["ctrlplane.docker.cli"] = "lua/ctrlplane/docker/cli.lua",
+    ["ctrlplane.docker.cli_lifecycle"] = "lua/ctrlplane/docker/cli_lifecycle.lua",
+    ["ctrlplane.docker.cli_serve"] = "lua/ctrlplane/docker/cli_serve.lua",
     ["ctrlplane.docker.config"] = "lua/ctrlplane/docker/config.lua",
     ["ctrlplane.docker.engine"] = "lua/ctrlplane/docker/engine.lua",
+    ["ctrlplane.docker.graph"] = "lua/ctrlplane/docker/graph.lua",
     ["ctrlplane.docker.json"] = "lua/ctrlplane/docker/json.lua",
+    ["ctrlplane.docker.lifecycle"] = "lua/ctrlplane/docker/lifecycle.lua",
+    ["ctrlplane.docker.policy"] = "lua/ctrlplane/docker/policy.lua",
+    ["ctrlplane.docker.project"] = "lua/ctrlplane/docker/project.lua",
+    ["ctrlplane.docker.rpc"] = "lua/ctrlplane/docker/rpc.lua",
     ["ctrlplane.docker.util"] = "lua/ctrlplane/docker/util.lua",
+    ["ctrlplane.docker.validate"] = "lua/ctrlplane/docker/validate.lua",
+    -- the bundled policy scripts, found beside the modules
+    ["ctrlplane.docker.scripts.reprovision"] = "scripts/reprovision.lua",
+    ["ctrlplane.docker.scripts.rollout"] = "scripts/rollout.lua",
+    ["ctrlplane.docker.scripts.status"] = "scripts/status.lua",
   },
 }

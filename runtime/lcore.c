@@ -24,6 +24,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <errno.h>
+#include <poll.h>
 
 #define CLIENT_MT "ctrlplane.docker.client"
 #define STREAM_MT "ctrlplane.docker.stream"
@@ -709,6 +711,39 @@ static int l_isatty(lua_State *L) {
   return 1;
 }
 
+/* core.poll_fd(fd, timeout_seconds) -> true when fd is readable (or at
+ * end of file / in error: a read will not block) */
+static int l_poll_fd(lua_State *L) {
+  struct pollfd pfd;
+  pfd.fd = (int)luaL_checkinteger(L, 1);
+  pfd.events = POLLIN;
+  pfd.revents = 0;
+  lua_Number t = luaL_optnumber(L, 2, 0);
+  int r = poll(&pfd, 1, t < 0 ? -1 : (int)(t * 1000.0));
+  lua_pushboolean(L, r > 0);
+  return 1;
+}
+
+/* core.read_fd(fd, max) -> bytes | "" at end of file | nil, message */
+static int l_read_fd(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  lua_Integer max = luaL_optinteger(L, 2, 65536);
+  if (max <= 0) return luaL_argerror(L, 2, "must be positive");
+  luaL_Buffer b;
+  char *p = luaL_buffinitsize(L, &b, (size_t)max);
+  ssize_t n;
+  do {
+    n = read(fd, p, (size_t)max);
+  } while (n < 0 && errno == EINTR && !cp_interrupted);
+  if (n < 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, strerror(errno));
+    return 2;
+  }
+  luaL_pushresultsize(&b, (size_t)n);
+  return 1;
+}
+
 static const luaL_Reg client_methods[] = {
     {"request", l_request}, {"stream", l_stream},           {"batch", l_batch},
     {"wait", l_wait},       {"api_version", l_api_version}, {"stats", l_stats},
@@ -725,6 +760,8 @@ static const luaL_Reg core_funcs[] = {{"client", l_client},
                                       {"walltime", l_walltime},
                                       {"sleep", l_sleep},
                                       {"isatty", l_isatty},
+                                      {"poll_fd", l_poll_fd},
+                                      {"read_fd", l_read_fd},
                                       {NULL, NULL}};
 
 static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
