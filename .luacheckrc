@@ -5,3 +5,4 @@ files["spec/support/summary.lua"] = {std = "+busted"}
 exclude_files = {"build"}
 -- policy scripts run in a sandbox that provides these helpers
 files["scripts"] = {read_globals = {"graph"}}
+files["examples/policies"] = {read_globals = {"graph"}}

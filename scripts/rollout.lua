@@ -16,6 +16,13 @@
 --   "recreate": stop the old container, start the new one, and if the new
 --   one does not become ready put the old one back.
 --
+-- after_service(step) -> true | false, reason        (optional)
+--   Called during a deploy after each service's new container is ready.
+--   step: {service, index, total, release_id, status = function() -> InstanceStatus,
+--          sleep = function(seconds)}
+--   Return false (and a reason) to stop the deploy: every service it replaced
+--   is put back as it was. Leave it out to deploy straight through.
+--
 -- Helpers available here: graph.order(services, rank), graph.levels(services).
 
 local ROLE_RANK = {init = 0, main = 1, sidecar = 2}

@@ -952,7 +952,7 @@ function P:deploy(req, opts)
     return nil, e .. (#retired > 0 and " (previous containers restored)" or ""), c
   end
   local t = math.ceil(self.cfg.stop_timeout)
-  for _, name in ipairs(order) do
+  for step, name in ipairs(order) do
     local old = by[name]
     local canonical = project.container_name(req.instance_id, name)
     local tmp = string.format("%s-retired-%x", canonical, math.floor(core.walltime() * 1000))
@@ -975,6 +975,20 @@ function P:deploy(req, opts)
       if not ok then return restore(err, code) end
       ok, err, code = wait_ready(ctx, ids, {[name] = s})
       if not ok then return restore("deploy of service " .. name .. " failed: " .. err, code) end
+    end
+    -- the rollout policy may pause here, look at the instance, and stop the deploy
+    if pol.rollout.fns.after_service then
+      local provider = self
+      local go, why = policy.call(pol.rollout, "after_service", {
+        service = name, index = step, total = #order, release_id = r.release_id,
+        status = function() return provider:status(req.instance_id) end,
+        sleep = function(seconds) core.sleep(math.min(seconds, 600)) end,
+      })
+      if go == nil and why then return restore(why, "policy") end
+      if go == false then
+        return restore(string.format("deploy stopped by the rollout policy after service %s: %s",
+          name, tostring(why or "no reason given")), "rollout_aborted")
+      end
     end
   end
   local old_ids = {}
