@@ -21,7 +21,7 @@ LDFLAGS += $(SAN)
 CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 LUA_LIBS  = $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 
-CORE_SRC = runtime/http.c runtime/lcore.c
+CORE_SRC = runtime/http.c runtime/lcore.c runtime/demux.c runtime/ldemux.c
 CORE_OBJ = $(CORE_SRC:runtime/%.c=build/obj/%.o)
 HDRS     = $(wildcard runtime/*.h)
 MODULE   = build/ctrlplane/docker/core.so
