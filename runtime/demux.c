@@ -247,9 +247,10 @@ static int content(cp_demux *d, feed_ctx *f, int s, const char *p, size_t n) {
   return 0;
 }
 
-static void fail_proto(cp_demux *d, const char *what) {
+/* at: offset (from 0) of the bad bytes in the whole stream */
+static void fail_proto(cp_demux *d, const char *what, unsigned long long at) {
   d->failed = 1;
-  snprintf(d->err, sizeof d->err, "invalid Docker stream: %s at byte %llu", what, d->offset);
+  snprintf(d->err, sizeof d->err, "invalid Docker stream: %s at byte %llu", what, at);
 }
 
 static int header_ok(const unsigned char *h) {
@@ -266,7 +267,7 @@ static int end_frame(cp_demux *d, feed_ctx *f) {
 static int start_frame(cp_demux *d, feed_ctx *f) {
   const unsigned char *h = d->hdr;
   if (!header_ok(h)) {
-    fail_proto(d, "bad frame header");
+    fail_proto(d, "bad frame header", d->offset - 8);
     return CP_DEMUX_EPROTO;
   }
   d->cur = h[0];
@@ -359,7 +360,7 @@ int cp_demux_finish(cp_demux *d, cp_demux_emit emit, void *ud) {
   }
   if (!e && d->mode == CP_DEMUX_MUX && (d->hdr_len > 0 || d->frame_left > 0)) {
     fail_proto(d, d->hdr_len ? "stream ended inside a frame header"
-                              : "stream ended inside a frame");
+                              : "stream ended inside a frame", d->offset);
     e = CP_DEMUX_EPROTO;
   }
   return e ? e : f.rc;
