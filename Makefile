@@ -26,7 +26,7 @@ CORE_OBJ = $(CORE_SRC:runtime/%.c=build/obj/%.o)
 HDRS     = $(wildcard runtime/*.h)
 MODULE   = build/ctrlplane/docker/core.so
 
-.PHONY: all setup test unit demo bench check clean install
+.PHONY: all setup test unit demo bench check clean install fuzz
 
 all: cpdocker $(MODULE)
 
@@ -59,6 +59,21 @@ demo: setup
 bench: setup
 	@$(MAKE) --no-print-directory all
 	@bash spec/bench/run.sh
+
+# libFuzzer on the demultiplexer (clang from Debian; installed when missing).
+#   make fuzz FUZZ_TIME=600
+FUZZ_TIME ?= 60
+FUZZ_CC   ?= clang
+FUZZ_MAXLEN ?= 8192
+FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+fuzz:
+	@command -v $(FUZZ_CC) >/dev/null || { apt-get update -qq && apt-get install -y -qq clang >/dev/null; }
+	@mkdir -p build/fuzz/corpus build/fuzz/seeds
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o build/fuzz/demux_fuzz spec/fuzz/demux_fuzz.c runtime/demux.c
+	@for f in mux-ts:004 mux-plain:000 tty-ts:006 tty-plain:002 mux-ts:064 tty-ts:046; do \
+	  printf "\\$${f#*:}\\005" | cat - spec/fixtures/logs-$${f%:*}.bin >build/fuzz/seeds/$${f%:*}-$${f#*:}; done
+	./build/fuzz/demux_fuzz -max_total_time=$(FUZZ_TIME) -max_len=$(FUZZ_MAXLEN) -print_final_stats=1 \
+	  build/fuzz/corpus build/fuzz/seeds
 
 check:
 	luacheck lua scripts spec examples
