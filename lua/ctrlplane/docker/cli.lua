@@ -333,7 +333,7 @@ cli.command("version", {
 })
 
 -- Command modules: each exports install(cli) and registers its commands.
-cli.command_modules = {}
+cli.command_modules = {"cli_logs"}
 
 for _, name in ipairs(cli.command_modules) do
   require("ctrlplane.docker." .. name).install(cli)
