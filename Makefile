@@ -21,7 +21,7 @@ LDFLAGS += $(SAN)
 CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 LUA_LIBS  = $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 
-CORE_SRC = runtime/http.c runtime/lcore.c
+CORE_SRC = runtime/http.c runtime/lcore.c runtime/demux.c runtime/ldemux.c
 BUILD   ?= build
 CORE_OBJ = $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o)
 HDRS     = $(wildcard runtime/*.h)
@@ -31,7 +31,7 @@ LIB_OBJ  = $(CORE_OBJ) build/obj/host.o build/obj/embed.o
 LIB_A    = build/libctrlplane-docker.a
 LIB_SO   = build/libctrlplane-docker.so
 
-.PHONY: all setup test unit demo bench check asan clean install
+.PHONY: all setup test unit demo bench check asan clean install fuzz
 
 all: cpdocker $(MODULE) $(LIB_A) $(LIB_SO) build/embed-example
 
@@ -75,6 +75,21 @@ demo: setup
 bench: setup
 	@$(MAKE) --no-print-directory all
 	@bash spec/bench/run.sh
+
+# libFuzzer on the demultiplexer (clang from Debian; installed when missing).
+#   make fuzz FUZZ_TIME=600
+FUZZ_TIME ?= 60
+FUZZ_CC   ?= clang
+FUZZ_MAXLEN ?= 8192
+FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+fuzz:
+	@command -v $(FUZZ_CC) >/dev/null || { apt-get update -qq && apt-get install -y -qq clang >/dev/null; }
+	@mkdir -p build/fuzz/corpus build/fuzz/seeds
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o build/fuzz/demux_fuzz spec/fuzz/demux_fuzz.c runtime/demux.c
+	@for f in mux-ts:004 mux-plain:000 tty-ts:006 tty-plain:002 mux-ts:064 tty-ts:046; do \
+	  printf "\\$${f#*:}\\005" | cat - spec/fixtures/logs-$${f%:*}.bin >build/fuzz/seeds/$${f%:*}-$${f#*:}; done
+	./build/fuzz/demux_fuzz -max_total_time=$(FUZZ_TIME) -max_len=$(FUZZ_MAXLEN) -print_final_stats=1 \
+	  build/fuzz/corpus build/fuzz/seeds
 
 # quality gates: luacheck, cppcheck, and the unit specs against an
 # ASan + UBSan build of the C core

@@ -798,5 +798,6 @@ int luaopen_ctrlplane_docker_core(lua_State *L) {
   lua_setfield(L, -2, "api_min");
   lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
   lua_setfield(L, -2, "curl_version");
+  cp_open_demux(L);
   return 1;
 }

@@ -12,4 +12,7 @@
 
 int luaopen_ctrlplane_docker_core(lua_State *L);
 
+/* Sets core.demux on the module table at the top of the stack (ldemux.c). */
+void cp_open_demux(lua_State *L);
+
 #endif

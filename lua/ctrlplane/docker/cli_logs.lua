@@ -1,0 +1,92 @@
+-- `cpdocker logs`: an instance's logs, one line per line the program wrote.
+-- Text for people goes to stdout/stderr as the program wrote it; --json
+-- prints one {ts, stream, line} object per line (plus service when several
+-- services are merged). The formatting of each line is done in C
+-- (core.demux's render) so a large log streams at the daemon's pace.
+local core = require("ctrlplane.docker.core")
+
+local M = {}
+local usage_error -- cli.usage_error, set by install
+
+-- colours for service prefixes on a terminal, like docker-compose
+local COLOURS = {"36", "33", "32", "35", "34", "31"}
+
+local function run(ctx, args, opts)
+  local id = args[1]
+  if opts.service and opts.all then
+    return usage_error("--service and --all cannot be used together")
+  end
+  local tail = opts.tail
+  if tail ~= nil and not tostring(tail):match("^%d+$") and tail ~= "all" then
+    return usage_error("--tail expects a number of lines (0 or all: every line)")
+  end
+  local p, perr = ctx:provider()
+  if not p then return ctx:fail(perr) end
+  local follow = opts.f or opts.follow or false
+  local stream, err = p:logs(id, {service_name = opts.service, all = opts.all, follow = follow,
+    tail = tail, since = opts.since})
+  if not stream then return ctx:fail(err) end
+  local services = stream:services()
+  local width = 0
+  for _, s in ipairs(services) do width = math.max(width, #s) end
+  local prefixes = {}
+  local fmt = {json = ctx.json_out, timestamps = opts.t or opts.timestamps}
+  if #services > 1 and not ctx.json_out then
+    local n = 0
+    fmt.prefix = function(service)
+      if not prefixes[service] then
+        n = n + 1
+        local label = string.format("%-" .. width .. "s |", service)
+        prefixes[service] = ctx:color(COLOURS[(n - 1) % #COLOURS + 1], label) .. " "
+      end
+      return prefixes[service]
+    end
+  end
+  if follow then core.catch_interrupts(true) end
+  local status = 0
+  while true do
+    local out, e, code = stream:read_text(fmt)
+    if not out then -- the end, or a failure (no timeout was asked for)
+      if e and code ~= "interrupted" then status = ctx:fail(e) end
+      break
+    end
+    if out ~= "" then ctx.stdout:write(out) end
+    if e ~= "" then
+      ctx.stdout:flush()
+      ctx.stderr:write(e)
+    end
+    if follow then ctx.stdout:flush() end
+  end
+  stream:close()
+  if follow then
+    core.catch_interrupts(false)
+    core.interrupted(true)
+  end
+  return status
+end
+
+function M.install(cli)
+  usage_error = cli.usage_error
+  cli.command("logs", {
+    usage = "logs ID [--service NAME | --all] [-f|--follow] [--tail N] [--since TIME] [-t]",
+    summary = "print an instance's logs (the main service unless --service or --all)",
+    help = [[
+options:
+  --service NAME   one service of the instance (default: the main service)
+  --all            every service, merged as lines arrive, each line prefixed by its service
+  -f, --follow     keep printing new lines until interrupted (Ctrl-C)
+  --tail N         only the last N lines of each container (0 or all: every line)
+  --since TIME     only lines after TIME: RFC 3339 (2024-05-01T10:00:00Z), Unix
+                   seconds, or a duration ago (10m, 1h30m)
+  -t, --timestamps start each text line with its time (always present with --json)
+
+Lines written to stderr go to stderr. A line of any length is one line; with
+--json, one object per line, bytes that are not UTF-8 become U+FFFD.]],
+    options = {["--service"] = "value", ["--all"] = "flag", ["-f"] = "flag", ["--follow"] = "flag",
+      ["--tail"] = "value", ["--since"] = "value", ["-t"] = "flag", ["--timestamps"] = "flag"},
+    args = 1,
+    run = run,
+  })
+end
+
+return M

@@ -1,0 +1,378 @@
+-- The logs operation (DESIGN §2): a stream of {ts, stream, line} events
+-- from an instance's containers, one event per line the program wrote.
+--
+--   local logs, err, code = provider:logs("inst_...", {
+--     service_name = "web",   -- one service; absent: the main service
+--     all = true,             -- every service of the project, merged
+--     follow = true,          -- stay open for new lines
+--     tail = 100,             -- the last N lines of each container; 0 or absent: all
+--     since = "10m",          -- RFC 3339 time, Unix seconds, or a duration ago ("5s", "1h30m")
+--   })
+--   while true do
+--     local ev, e2, c2 = logs:next(1.0)  -- event | false (timeout) | nil (end) | nil, msg, code
+--     if not ev then break end
+--     print(ev.ts, ev.stream, ev.line)  -- plus ev.service when several services are merged
+--   end
+--   logs:close()
+--
+-- The byte work (frames, timestamps, 16 KiB pieces joined, TTY streams) is
+-- core.demux in C; this file picks the containers and interleaves them.
+-- Several containers are read at once and their events come in the order
+-- they arrive. A line longer than core.demux_max_line (1 MiB) comes out as
+-- several events, each but the last with partial = true.
+local core = require("ctrlplane.docker.core")
+local engine = require("ctrlplane.docker.engine")
+local project = require("ctrlplane.docker.project")
+local util = require("ctrlplane.docker.util")
+
+local M = {}
+
+local SERVICE_PATTERN = "^[a-z0-9][a-z0-9-]*$"
+
+-- ---- option parsing ---------------------------------------------------------
+
+local UNITS = {ns = 1e-9, us = 1e-6, ["µs"] = 1e-6, ms = 1e-3, s = 1, m = 60, h = 3600}
+
+-- Go-style duration text ("1h30m", "250ms", "5s") -> seconds, or nil.
+function M.parse_duration(s)
+  if type(s) ~= "string" or s == "" then return nil end
+  local total, rest = 0, s
+  while rest ~= "" do
+    local num, unit, tail = rest:match("^(%d+%.?%d*)(%a+)(.*)$")
+    if not num then
+      num, unit, tail = rest:match("^(%d+%.?%d*)(µs)(.*)$")
+    end
+    if not num or not UNITS[unit] then return nil end
+    total = total + tonumber(num) * UNITS[unit]
+    rest = tail
+  end
+  return total
+end
+
+-- Days since 1970-01-01 of a civil date (proleptic Gregorian).
+local function days_from_civil(y, m, d)
+  y = m <= 2 and y - 1 or y
+  local era = (y >= 0 and y or y - 399) // 400
+  local yoe = y - era * 400
+  local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
+  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+  return era * 146097 + doe - 719468
+end
+
+-- RFC 3339 text -> Unix seconds (a float), or nil.
+function M.parse_rfc3339(s)
+  local y, mo, d, h, mi, sec, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(.*)$")
+  if not y then return nil end
+  local frac, zone = rest:match("^(%.%d+)(.*)$")
+  if not frac then frac, zone = "", rest end
+  local offset
+  if zone == "Z" or zone == "z" then
+    offset = 0
+  else
+    local sign, zh, zm = zone:match("^([+-])(%d%d):(%d%d)$")
+    if not sign then return nil end
+    offset = (tonumber(zh) * 3600 + tonumber(zm) * 60) * (sign == "-" and -1 or 1)
+  end
+  mo, d, h, mi, sec = tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec)
+  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or sec > 60 then return nil end
+  local t = days_from_civil(tonumber(y), mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset
+  return t + (frac ~= "" and tonumber("0" .. frac) or 0)
+end
+
+-- since -> Docker's "seconds.nanoseconds", or nil, message.
+function M.since_param(since, now)
+  if since == nil or since == "" then return nil end
+  local t
+  if type(since) == "number" then
+    t = since
+  elseif type(since) == "string" then
+    if since:match("^%d+%.?%d*$") then
+      t = tonumber(since)
+    else
+      t = M.parse_rfc3339(since)
+      if not t then
+        local ago = M.parse_duration(since)
+        if ago then t = (now or core.walltime()) - ago end
+      end
+    end
+  end
+  if not t or t < 0 then
+    return nil, "since: expected an RFC 3339 time, Unix seconds or a duration such as \"10m\", got "
+      .. string.format("%q", tostring(since))
+  end
+  local secs = math.floor(t)
+  local nanos = math.floor((t - secs) * 1e9 + 0.5)
+  if nanos >= 1000000000 then secs, nanos = secs + 1, nanos - 1000000000 end
+  return string.format("%d.%09d", secs, nanos)
+end
+
+-- tail -> Docker's "all" or a count, or nil, message. 0 means all lines
+-- (ctrlplane's LogOptions), unlike Docker's own tail=0.
+function M.tail_param(tail)
+  if tail == nil or tail == "" or tail == "all" then return "all" end
+  local n = math.tointeger(tonumber(tail))
+  if not n or n < 0 then
+    return nil, "tail: expected a number of lines >= 0 (0 means all), got " .. tostring(tail)
+  end
+  return n == 0 and "all" or n
+end
+
+-- Returns the query table for /containers/{id}/logs, or nil, message.
+function M.query(opts)
+  local since, err = M.since_param(opts.since)
+  if err then return nil, err end
+  local tail, terr = M.tail_param(opts.tail)
+  if not tail then return nil, terr end
+  if opts.follow ~= nil and type(opts.follow) ~= "boolean" then
+    return nil, "follow: expected a boolean, got " .. type(opts.follow)
+  end
+  return {stdout = true, stderr = true, timestamps = true, follow = opts.follow == true,
+    tail = tail, since = since}
+end
+
+-- ---- choosing containers -----------------------------------------------------
+
+local function role_of(c)
+  local r = c.Labels and c.Labels[project.LABEL.role]
+  return (r == nil or r == "") and "main" or r
+end
+
+local function name_of(c)
+  return c.Names and c.Names[1] and c.Names[1]:gsub("^/", "") or c.Id
+end
+
+-- Picks the containers to read; returns a list or nil, message, code.
+function M.select(members, id, opts)
+  local want = opts.service_name
+  if want == "" then want = nil end
+  local out, services = {}, {}
+  for _, c in ipairs(members) do
+    local s = project.service_of(c) or "?"
+    services[s] = true
+    if (want and s == want) or (not want and (opts.all or role_of(c) == "main")) then
+      out[#out + 1] = c
+    end
+  end
+  if #out == 0 then
+    local names = util.sorted_keys(services)
+    if want then
+      return nil, string.format("service_name: instance %s has no service %q (services: %s)", id,
+        want, #names > 0 and table.concat(names, ", ") or "none"), "not_found"
+    end
+    if #members > 0 then return M.select(members, id, {all = true}) end
+    return nil, "instance " .. id .. " not found (no containers labelled "
+      .. project.LABEL.project .. "=" .. project.name(id) .. ")", "not_found"
+  end
+  table.sort(out, function(a, b)
+    local sa, sb = project.service_of(a) or "", project.service_of(b) or ""
+    if sa ~= sb then return sa < sb end
+    return name_of(a) < name_of(b)
+  end)
+  return out
+end
+
+-- ---- the event stream ----------------------------------------------------------
+
+local LogStream = {}
+LogStream.__index = LogStream
+M.LogStream = LogStream
+
+-- sources: {service, container, stream, demux, done}
+local function new_stream(client, sources, merged)
+  return setmetatable({client = client, sources = sources, merged = merged, queue = {},
+    head = 1, turn = 0}, LogStream)
+end
+
+local function live_sources(self)
+  local live = {}
+  for _, src in ipairs(self.sources) do
+    if not src.done then live[#live + 1] = src end
+  end
+  return live
+end
+
+-- Waits for sources with bytes (or an end) and hands each chunk to
+-- consume(src, chunk) (chunk nil: the source ended). Returns true, false
+-- (timeout), nil (all ended) or nil, message, code.
+function LogStream:_pull(timeout, consume)
+  if self.failed then return nil, self.failed[1], self.failed[2] end
+  local live = live_sources(self)
+  if #live == 0 then return nil end
+  local ready
+  if #live == 1 then
+    ready = {1}
+  else
+    local streams = {}
+    for i, src in ipairs(live) do streams[i] = src.stream end
+    local idx, err, code = self.client:wait(streams, timeout)
+    if not idx then return nil, err, code end
+    if #idx == 0 then return false end
+    ready = idx
+  end
+  -- start with a different source each time so none is starved
+  self.turn = self.turn % #ready + 1
+  for k = 0, #ready - 1 do
+    local src = live[ready[(self.turn - 1 + k) % #ready + 1]]
+    local wait = 0 -- a source that wait() reported has its bytes already
+    if #live == 1 then wait = timeout end
+    local chunk, err, code = src.stream:read(wait)
+    if chunk == false then
+      if #live == 1 then return false end
+    elseif chunk == nil and err then
+      self.failed = {string.format("logs of %s: %s", src.name, err), code}
+      self:close()
+      return nil, self.failed[1], code
+    else
+      local ok, e2, c2 = consume(src, chunk)
+      if chunk == nil then
+        src.done = true
+        src.stream:close()
+      end
+      if not ok then
+        self.failed = {string.format("logs of %s: %s", src.name, e2), c2}
+        self:close()
+        return nil, self.failed[1], c2
+      end
+    end
+  end
+  return true
+end
+
+-- The next event: a table | false (timeout) | nil (end) | nil, message, code.
+-- timeout in seconds; nil waits as long as it takes.
+function LogStream:next(timeout)
+  local deadline = timeout and core.clock() + timeout
+  while true do
+    local q = self.queue
+    if self.head <= #q then
+      local ev = q[self.head]
+      q[self.head] = nil
+      self.head = self.head + 1
+      return ev
+    end
+    self.queue, self.head = {}, 1
+    local left = deadline and math.max(0, deadline - core.clock())
+    local ok, err, code = self:_pull(left, function(src, chunk)
+      local start = #self.queue + 1
+      local events, e2, c2
+      if chunk then
+        events, e2, c2 = src.demux:feed(chunk, self.queue)
+      else
+        events, e2, c2 = src.demux:finish(self.queue)
+      end
+      if not events then return nil, e2, c2 end
+      if self.merged then
+        for i = start, #self.queue do self.queue[i].service = src.service end
+      end
+      return true
+    end)
+    if not ok then return ok, err, code end
+  end
+end
+
+-- Every remaining event as a list (for streams that end: follow = false).
+function LogStream:collect(timeout)
+  local out = {}
+  while true do
+    local ev, err, code = self:next(timeout)
+    if ev == nil and err then return nil, err, code, out end
+    if ev == false then return nil, "timed out reading logs", "timeout", out end
+    if ev == nil then return out end
+    out[#out + 1] = ev
+  end
+end
+
+-- Rendered text for a host that prints: out, err (strings, maybe empty) |
+-- false (timeout) | nil (end) | nil, message, code. fmt: {json = bool,
+-- timestamps = bool, prefix = fn(service) -> text before each line}.
+function LogStream:read_text(fmt, timeout)
+  fmt = fmt or {}
+  local outs, errs = {}, {}
+  local ok, err, code = self:_pull(timeout, function(src, chunk)
+    local ro = src.render_opts
+    if not ro then
+      ro = {json = fmt.json, timestamps = fmt.timestamps,
+        service = self.merged and src.service or nil,
+        prefix = fmt.prefix and fmt.prefix(src.service) or nil}
+      src.render_opts = ro
+    end
+    local o, e, c
+    if chunk then
+      o, e, c = src.demux:render(chunk, ro)
+    else
+      o, e, c = src.demux:render_finish(ro)
+    end
+    if not o then return nil, e, c end
+    if o ~= "" then outs[#outs + 1] = o end
+    if e ~= "" then errs[#errs + 1] = e end
+    return true
+  end)
+  if not ok then return ok, err, code end
+  return table.concat(outs), table.concat(errs)
+end
+
+-- The services being read, in order.
+function LogStream:services()
+  local out = {}
+  for i, src in ipairs(self.sources) do out[i] = src.service end
+  return out
+end
+
+function LogStream:close()
+  for _, src in ipairs(self.sources) do
+    if src.stream then src.stream:close() end
+    src.demux:close()
+    src.done = true
+  end
+end
+
+LogStream.__close = LogStream.close
+LogStream.__gc = LogStream.close
+
+-- ---- the operation ------------------------------------------------------------------
+
+local function logs(self, instance_id, opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("logs: options must be a table", 2) end
+  local ok, err = project.validate_id(instance_id)
+  if not ok then return nil, err, "bad_request" end
+  local svc = opts.service_name
+  if svc ~= nil and svc ~= "" then
+    if type(svc) ~= "string" or #svc > 63 or not svc:match(SERVICE_PATTERN) then
+      return nil, "service_name: " .. string.format("%q", tostring(svc))
+        .. " is not a valid service name (lower-case letters, digits and '-')", "bad_request"
+    end
+  end
+  local query, qerr = M.query(opts)
+  if not query then return nil, qerr, "bad_request" end
+  local members, merr, mcode = project.members(self.engine, instance_id)
+  if not members then return nil, merr, mcode end
+  local chosen, serr, scode = M.select(members, instance_id, opts)
+  if not chosen then return nil, serr, scode end
+  local sources = {}
+  for i, c in ipairs(chosen) do
+    local service = project.service_of(c) or name_of(c)
+    local stream, e2, c2 = self.engine:stream("GET", "/containers/" .. engine.segment(c.Id) .. "/logs",
+      query)
+    if not stream then
+      for _, src in ipairs(sources) do
+        src.stream:close()
+        src.demux:close()
+      end
+      return nil, string.format("logs of %s: %s", name_of(c), e2), c2
+    end
+    -- mode "auto": with timestamps on, a TTY stream starts with a digit and a
+    -- multiplexed one with a frame header, so no inspect round trip is needed
+    sources[i] = {service = service, name = name_of(c), container = c.Id, stream = stream,
+      demux = core.demux({timestamps = true, max_line = opts.max_line})}
+  end
+  local merged = #sources > 1
+  return new_stream(self.engine.client, sources, merged)
+end
+
+function M.install(docker)
+  docker.Provider.logs = logs
+  docker.register_capabilities({"logs"})
+end
+
+return M

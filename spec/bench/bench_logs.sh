@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Benchmark of the log path (DESIGN §7): a container writes a finite log of
+# CP_BENCH_LOG_LINES lines of 80 bytes (default 2.5 M lines = 200 MB) with
+# busybox `yes | head`; it is then read back, timestamps on, by
+#   baselines: curl on the Engine API into /dev/null; `docker logs -t`
+#   cpdocker:  `cpdocker logs` (text), `cpdocker --json logs`, and the Lua
+#              API (provider:logs():next(), one table per line)
+# and, offline on the captured stream, by the C demultiplexer alone and
+# through its Lua bindings. Prints seconds, MB/s and ratios against the
+# baselines of this run. The container and the capture are removed at the end.
+#   CP_BENCH_LOG_LINES=250000 bash spec/bench/bench_logs.sh   (a quick run)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+LINES=${CP_BENCH_LOG_LINES:-2500000}
+REPEAT=${CP_BENCH_REPEAT:-2}
+SOCK=/var/run/docker.sock
+OUT=spec/bench/out
+mkdir -p "$OUT" build/bench
+id="bench$(date +%s)$$"
+name="cp-$id-web"
+capture="$OUT/logs-$id.bin"
+cleanup() {
+  docker rm -f "$name" >/dev/null 2>&1 || true
+  rm -f "$capture"
+}
+trap cleanup EXIT
+export LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="build/?.so;;"
+
+cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -o build/bench/demux_bench spec/bench/demux_bench.c runtime/demux.c
+
+line=$(printf '%079d' 0 | tr 0 a) # 79 characters + "\n"
+echo "bench_logs: writing $LINES lines of 80 bytes ($((LINES * 80 / 1000000)) MB) into a container log"
+docker create --name "$name" --label "ctrlplane.project=cp-$id" --label "ctrlplane.instance=$id" \
+  --label ctrlplane.service=web --label ctrlplane.role=main --label ctrlplane.test=bench \
+  cpdocker-test/busybox:1 sh -c "yes $line | head -n $LINES" >/dev/null
+t0=$(date +%s.%N)
+docker start "$name" >/dev/null
+timeout 600 docker wait "$name" >/dev/null
+echo "bench_logs: log written in $(echo "$(date +%s.%N) - $t0" | bc) s"
+
+API="http://localhost/v1.41/containers/$name/logs?stdout=1&stderr=1&timestamps=1"
+curl -sf --unix-socket "$SOCK" "$API" -o "$capture"
+size=$(stat -c %s "$capture")
+
+# best of REPEAT wall-clock seconds of a command (its output discarded)
+best() {
+  local b=""
+  for _ in $(seq 1 "$REPEAT"); do
+    local s e t
+    s=$(date +%s.%N)
+    "$@" >/dev/null 2>&1
+    e=$(date +%s.%N)
+    t=$(echo "$e - $s" | bc)
+    if [ -z "$b" ] || [ "$(echo "$t < $b" | bc)" = 1 ]; then b=$t; fi
+  done
+  echo "$b"
+}
+row() { # name seconds baseline-seconds
+  printf '  %-36s %7.2f s  %7.1f MB/s  %5.2fx %s\n' "$1" "$2" "$(echo "$size / $2 / 1000000" | bc -l)" \
+    "$(echo "$2 / $3" | bc -l)" "$4"
+}
+
+echo "bench_logs: stream of $size bytes (timestamps on); best of $REPEAT runs"
+t_curl=$(best curl -sf --unix-socket "$SOCK" "$API" -o /dev/null)
+t_docker=$(best docker logs -t "$name")
+t_text=$(best ./cpdocker logs "$id")
+t_json=$(best ./cpdocker --json logs "$id")
+read -r _ api_events t_api < <(lua5.4 spec/bench/logs_bench.lua api "$id")
+echo "end to end (ratio: time / curl into /dev/null)"
+row "curl (baseline)" "$t_curl" "$t_curl" ""
+row "docker logs -t" "$t_docker" "$t_curl" ""
+row "cpdocker logs" "$t_text" "$t_curl" "($(printf '%.2f' "$(echo "$t_text / $t_docker" | bc -l)")x docker logs)"
+row "cpdocker --json logs" "$t_json" "$t_curl" "($(printf '%.2f' "$(echo "$t_json / $t_docker" | bc -l)")x docker logs)"
+row "Lua API, table per line" "$t_api" "$t_curl" "($api_events events)"
+
+read -r _ c_events t_c < <(./build/bench/demux_bench "$capture" plain 3)
+read -r _ cj_events t_cj < <(./build/bench/demux_bench "$capture" json 3)
+read -r _ lt_events t_lt < <(lua5.4 spec/bench/logs_bench.lua offline "$capture" tables)
+read -r _ lj_events t_lj < <(lua5.4 spec/bench/logs_bench.lua offline "$capture" json)
+go_ref=$(echo "$size / 150000000" | bc -l) # the reference Go demux: ~150 MB/s (DESIGN §7)
+echo "offline on the captured stream (ratio: time / the Go reference demux at 150 MB/s)"
+row "C demux, events counted" "$t_c" "$go_ref" "($c_events events)"
+row "C demux + JSON lines" "$t_cj" "$go_ref" "($cj_events events)"
+row "core.demux feed, Lua tables" "$t_lt" "$go_ref" "($lt_events events)"
+row "core.demux render, JSON lines" "$t_lj" "$go_ref" "($lj_events events)"
+
+fail=0
+for n in "$api_events" "$c_events" "$cj_events" "$lt_events" "$lj_events"; do
+  [ "$n" = "$LINES" ] || { echo "bench_logs: expected $LINES events, got $n"; fail=1; }
+done
+exit $fail
