@@ -67,6 +67,39 @@ describe("cpdocker serve", function()
     local st = s:call("status", {instance_id = id})
     assert.are.equal("running", st.result.state)
     assert.is_true(st.result.ready)
+
+    -- logs without follow: the init's output as a list of events
+    local past = s:call("logs", {instance_id = id, opts = {service_name = "setup"}})
+    assert.is_nil(past.error)
+    assert.are.equal("init done", past.result[1].line)
+    assert.are.equal("stdout", past.result[1].stream)
+
+    -- logs with follow: a subscription whose events arrive as notifications
+    local sub = s:call("logs", {instance_id = id, opts = {service_name = "web", follow = true, tail = 0}})
+    assert.is_nil(sub.error)
+    local sid = sub.result.subscription
+    assert.is_string(sid)
+    -- while the follow is open, other requests are answered
+    assert.are.equal("running", s:call("status", {instance_id = id}, 10).result.state)
+    local _, rc = helper.sh("docker exec cp-" .. id .. "-web sh -c 'echo from-exec-1 > /proc/1/fd/1'")
+    assert.are.equal(0, rc)
+    local ev = s:expect(function(m)
+      return m.method == "logs.event" and m.params.subscription == sid
+        and m.params.event.line == "from-exec-1"
+    end, 15)
+    assert.are.equal("stdout", ev.params.event.stream)
+    assert.is_nil(ev.id)
+    assert.is_true(s:call("logs.cancel", {subscription = sid}, 10).result.cancelled)
+    s:expect(function(m) return m.method == "logs.end" and m.params.subscription == sid end, 5)
+    -- after the cancel, nothing more arrives for it
+    helper.sh("docker exec cp-" .. id .. "-web sh -c 'echo from-exec-2 > /proc/1/fd/1'")
+    assert.are.equal("docker", s:call("info").result.name)
+    for _, m in ipairs(s.msgs) do
+      assert.is_false(m.method == "logs.event" and m.params.subscription == sid)
+    end
+    local none = s:call("logs.cancel", {subscription = sid})
+    assert.are.equal(-32602, none.error.code)
+
     local gone = s:call("deprovision", {instance_id = id}, 60)
     assert.is_nil(gone.error)
     assert.are.equal(json.null, gone.result)
