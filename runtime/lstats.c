@@ -128,7 +128,8 @@ static void push_usage(lua_State *L, const cp_stats_usage *u, const cp_stats_sam
 
 static int parse_arg(lua_State *L, int idx, cp_stats_sample *out) {
   size_t len;
-  const char *doc = luaL_checklstring(L, idx, &len);
+  luaL_checktype(L, idx, LUA_TSTRING);
+  const char *doc = lua_tolstring(L, idx, &len);
   char err[200];
   if (cp_stats_parse(doc, len, out, err, sizeof err) != 0) return st_fail(L, err, "protocol", 0);
   return 0;

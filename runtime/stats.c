@@ -383,6 +383,7 @@ int cp_stats_parse(const char *doc, size_t len, cp_stats_sample *out, char *err,
     if (s.p == s.end) return 0;
     s.err = "trailing bytes after the document";
   }
+  if (s.p >= s.end && len > 0) s.err = "unexpected end of document";
   if (err && errlen)
     snprintf(err, errlen, "invalid stats document at byte %ld: %s", (long)(s.p - doc), s.err);
   return -1;
