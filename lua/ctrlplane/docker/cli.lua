@@ -334,6 +334,7 @@ cli.command("version", {
 
 -- Command modules: each exports install(cli) and registers its commands.
 cli.command_modules = {}
+cli.command_modules[#cli.command_modules + 1] = "cli_resources"
 
 for _, name in ipairs(cli.command_modules) do
   require("ctrlplane.docker." .. name).install(cli)

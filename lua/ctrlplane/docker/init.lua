@@ -99,6 +99,7 @@ end
 -- Operation modules: each exports install(M) and adds its methods to
 -- M.Provider (and its names to the capabilities it really supports).
 M.operation_modules = {}
+M.operation_modules[#M.operation_modules + 1] = "resources"
 
 for _, name in ipairs(M.operation_modules) do
   require("ctrlplane.docker." .. name).install(M)
