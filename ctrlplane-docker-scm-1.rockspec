@@ -17,7 +17,8 @@ build = {
   type = "builtin",
   modules = {
     ["ctrlplane.docker.core"] = {
-      sources = {"runtime/http.c", "runtime/lcore.c", "runtime/demux.c", "runtime/ldemux.c"},
+      sources = {"runtime/http.c", "runtime/lcore.c", "runtime/demux.c", "runtime/ldemux.c",
+        "runtime/stats.c", "runtime/sampler.c", "runtime/lstats.c"},
       libraries = {"curl"},
       incdirs = {"runtime"},
     },
@@ -25,6 +26,7 @@ build = {
     ["ctrlplane.docker.cli"] = "lua/ctrlplane/docker/cli.lua",
     ["ctrlplane.docker.cli_lifecycle"] = "lua/ctrlplane/docker/cli_lifecycle.lua",
     ["ctrlplane.docker.cli_logs"] = "lua/ctrlplane/docker/cli_logs.lua",
+    ["ctrlplane.docker.cli_resources"] = "lua/ctrlplane/docker/cli_resources.lua",
     ["ctrlplane.docker.cli_serve"] = "lua/ctrlplane/docker/cli_serve.lua",
     ["ctrlplane.docker.config"] = "lua/ctrlplane/docker/config.lua",
     ["ctrlplane.docker.engine"] = "lua/ctrlplane/docker/engine.lua",
@@ -34,6 +36,7 @@ build = {
     ["ctrlplane.docker.logs"] = "lua/ctrlplane/docker/logs.lua",
     ["ctrlplane.docker.policy"] = "lua/ctrlplane/docker/policy.lua",
     ["ctrlplane.docker.project"] = "lua/ctrlplane/docker/project.lua",
+    ["ctrlplane.docker.resources"] = "lua/ctrlplane/docker/resources.lua",
     ["ctrlplane.docker.rpc"] = "lua/ctrlplane/docker/rpc.lua",
     ["ctrlplane.docker.util"] = "lua/ctrlplane/docker/util.lua",
     ["ctrlplane.docker.validate"] = "lua/ctrlplane/docker/validate.lua",

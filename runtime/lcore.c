@@ -45,6 +45,10 @@ static lclient *lc_check(lua_State *L, int idx) {
   return lc;
 }
 
+cp_client *cp_lua_client(lua_State *L, int idx) {
+  return lc_check(L, idx)->c;
+}
+
 static lstream *ls_check(lua_State *L, int idx) {
   return luaL_checkudata(L, idx, STREAM_MT);
 }
@@ -799,5 +803,6 @@ int luaopen_ctrlplane_docker_core(lua_State *L) {
   lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
   lua_setfield(L, -2, "curl_version");
   cp_open_demux(L);
+  cp_open_stats(L);
   return 1;
 }

@@ -15,4 +15,13 @@ int luaopen_ctrlplane_docker_core(lua_State *L);
 /* Sets core.demux on the module table at the top of the stack (ldemux.c). */
 void cp_open_demux(lua_State *L);
 
+/* The transport of the client userdata at idx; raises when idx is not a
+ * client or the client is closed. (For the other binding files.) */
+struct cp_client;
+struct cp_client *cp_lua_client(lua_State *L, int idx);
+
+/* Stats parsing and the sampler (lstats.c): sets fields on the module
+ * table at the top of the stack. */
+void cp_open_stats(lua_State *L);
+
 #endif

@@ -1,0 +1,321 @@
+-- The resources operation (DESIGN §2): ResourceUsage summed over every
+-- container of an instance's project, with a per-service breakdown.
+--
+--   p:resources(instance_id[, opts])          -> ResourceUsage | nil, msg, code
+--   p:resource_monitor(instance_id[, opts])   -> Monitor | nil, msg, code
+--
+-- The C sampler does the I/O and the arithmetic; this file decides what a
+-- project's usage is:
+--   * every container of the project counts, whatever its service or role;
+--   * a container that is stopped, or gone between the listing and its stats
+--     request, is a gap (zeros, counted in `containers` but not `running`);
+--   * a daemon that cannot be reached is an error;
+--   * memory limits: a container without a limit may use all of the host's
+--     memory, so a project with such a container has the host's memory as its
+--     limit; otherwise the limits add up (never above the host's memory).
+--
+-- Cold calls fetch every running container's stats at once (stream=false:
+-- the daemon takes ~1-2 s to supply a CPU delta, once for the whole project).
+-- A Monitor keeps one stats stream per container open, follows the project's
+-- container events to pick up containers that appear or go, and answers from
+-- the samples it already holds; p:resources() uses it while it is open.
+--
+-- ResourceUsage (snake_case JSON):
+--   {cpu_percent, memory_used_mb, memory_limit_mb, network_in_mb, network_out_mb,
+--    block_read_mb, block_write_mb, pids, containers, running, sampled_at,
+--    services = {name = {...the same figures..., containers, running,
+--                        [network_in_rate_mb, network_out_rate_mb] (MB/s)}}}
+-- cpu_percent: 100 = one CPU busy (as `docker stats`); MB = 2^20 bytes;
+-- network figures are totals since each container started.
+local core = require("ctrlplane.docker.core")
+local engine = require("ctrlplane.docker.engine")
+local json = require("ctrlplane.docker.json")
+local project = require("ctrlplane.docker.project")
+local util = require("ctrlplane.docker.util")
+
+local M = {}
+
+local MB = 1024 * 1024
+
+local FIGURES = {"cpu_percent", "memory_used_mb", "memory_limit_mb", "network_in_mb",
+  "network_out_mb", "block_read_mb", "block_write_mb", "pids"}
+
+local function round(x, places)
+  local m = 10 ^ (places or 3)
+  return math.floor(x * m + 0.5) / m
+end
+
+local function zero_usage()
+  local u = {}
+  for _, k in ipairs(FIGURES) do u[k] = 0 end
+  u.containers, u.running = 0, 0
+  return u
+end
+
+-- Adds one container's sample (a usage table from the C sampler, or nil for
+-- a gap) into the service and project totals.
+local function add(total, sample)
+  total.containers = total.containers + 1
+  if not sample or not sample.running then return end
+  total.running = total.running + 1
+  total.cpu_percent = total.cpu_percent + sample.cpu_percent
+  total.memory_used_mb = total.memory_used_mb + sample.memory_used / MB
+  total.network_in_mb = total.network_in_mb + sample.network_rx / MB
+  total.network_out_mb = total.network_out_mb + sample.network_tx / MB
+  total.block_read_mb = total.block_read_mb + sample.block_read / MB
+  total.block_write_mb = total.block_write_mb + sample.block_write / MB
+  total.pids = total.pids + sample.pids
+  total._limits[#total._limits + 1] = sample.memory_limit
+  if sample.rx_rate then
+    total.network_in_rate_mb = (total.network_in_rate_mb or 0) + sample.rx_rate / MB
+    total.network_out_rate_mb = (total.network_out_rate_mb or 0) + sample.tx_rate / MB
+  end
+  if sample.cpu_source == "none" then total._cpu_unknown = true end
+end
+
+-- Sum of memory limits in bytes under the rule above.
+function M.memory_limit(limits, host_memory)
+  local sum = 0
+  for _, l in ipairs(limits) do
+    if host_memory and host_memory > 0 and l >= host_memory then return host_memory end
+    sum = sum + l
+  end
+  if host_memory and host_memory > 0 and sum > host_memory then return host_memory end
+  return sum
+end
+
+local function finish(total, host_memory)
+  total.memory_limit_mb = M.memory_limit(total._limits, host_memory) / MB
+  for _, k in ipairs(FIGURES) do total[k] = round(total[k], k == "cpu_percent" and 2 or 3) end
+  if total.network_in_rate_mb then
+    total.network_in_rate_mb = round(total.network_in_rate_mb, 4)
+    total.network_out_rate_mb = round(total.network_out_rate_mb, 4)
+  end
+  total.cpu_known = not total._cpu_unknown
+  total._limits, total._cpu_unknown = nil, nil
+  return total
+end
+
+-- members: containers as /containers/json lists them; samples: container
+-- id -> usage table (or nothing for a gap). Pure: specs call it directly.
+function M.aggregate(members, samples, host_memory)
+  local total = zero_usage()
+  total._limits = {}
+  local services = {}
+  for _, c in ipairs(members) do
+    local name = project.service_of(c) or "?"
+    local svc = services[name]
+    if not svc then
+      svc = zero_usage()
+      svc._limits = {}
+      services[name] = svc
+    end
+    local s = samples[c.Id]
+    add(svc, s)
+    add(total, s)
+  end
+  finish(total, host_memory)
+  for name, svc in pairs(services) do services[name] = finish(svc, host_memory) end
+  total.network_in_rate_mb, total.network_out_rate_mb = nil, nil
+  total.services = json.object(services)
+  total.sampled_at = util.rfc3339()
+  return total
+end
+
+local function running_ids(members)
+  local ids = {}
+  for _, c in ipairs(members) do
+    if c.State == "running" then ids[#ids + 1] = c.Id end
+  end
+  return ids
+end
+
+-- ---- Monitor: persistent sampling ----------------------------------------------
+
+local Monitor = {}
+Monitor.__index = Monitor
+M.Monitor = Monitor
+
+local EVENTS = {"start", "die", "destroy", "pause", "unpause"}
+
+function Monitor:_open_events()
+  local stream = self.provider.engine:stream("GET", "/events", {
+    since = tostring(os.time()),
+    filters = engine.filters({type = {"container"}, event = EVENTS,
+      label = {project.LABEL.project .. "=" .. project.name(self.id)}}),
+  })
+  self.events = stream -- nil when it failed: membership is then re-listed on a timer
+end
+
+-- Lists the project and keeps a stats stream open for each running member.
+function Monitor:refresh()
+  local members, err, code = project.members(self.provider.engine, self.id)
+  if not members then return nil, err, code end
+  if #members == 0 and not self.members then
+    return nil, "instance " .. self.id .. " not found (no containers labelled "
+      .. project.LABEL.project .. "=" .. project.name(self.id) .. ")", "not_found"
+  end
+  self.members = members
+  self.listed_at = core.clock()
+  self.sampler:watch(running_ids(members))
+  self.dirty = false
+  return true
+end
+
+-- Moves what has arrived into the sampler (waiting up to `wait` seconds for
+-- something), re-listing the project when its containers changed.
+function Monitor:poll(wait)
+  if self.events then
+    for _ = 1, 64 do
+      local chunk = self.events:read(0)
+      if chunk then
+        self.dirty = true
+      else
+        if chunk == nil then -- ended or failed: fall back to re-listing
+          self.events:close()
+          self.events = nil
+        end
+        break
+      end
+    end
+  elseif core.clock() - (self.listed_at or 0) >= self.relist then
+    self.dirty = true
+  end
+  if self.dirty then
+    local ok, err, code = self:refresh()
+    if not ok then return nil, err, code end
+  end
+  local n, err, code = self.sampler:pump(wait or 0)
+  if not n then return nil, err, code end
+  return n
+end
+
+-- Waits (at most `timeout` seconds) until every running member has `n`
+-- samples (2: CPU from the daemon's delta and network rates).
+function Monitor:warm(n, timeout)
+  n = n or 2
+  local deadline = core.clock() + (timeout or 5)
+  repeat
+    local ok, err, code = self:poll(0)
+    if not ok then return nil, err, code end
+    local cold = false
+    for _, id in ipairs(running_ids(self.members)) do
+      local u = self.sampler:usage(id)
+      if not u or u.samples < n then cold = true end
+    end
+    if not cold then return true end
+    local left = deadline - core.clock()
+    if left <= 0 then return false end
+    ok, err, code = self.sampler:pump(math.min(left, 0.25))
+    if not ok then return nil, err, code end
+  until false
+end
+
+-- The project's usage from the samples held now.
+function Monitor:usage()
+  local ok, err, code = self:poll(0)
+  if not ok then return nil, err, code end
+  local samples = {}
+  for _, id in ipairs(running_ids(self.members)) do
+    samples[id] = self.sampler:usage(id)
+  end
+  return M.aggregate(self.members, samples, self.provider:_host_memory())
+end
+
+function Monitor:close()
+  if self.events then self.events:close() end
+  self.events = nil
+  self.sampler:close()
+  if self.provider._monitors[self.id] == self then self.provider._monitors[self.id] = nil end
+end
+
+Monitor.__close = Monitor.close
+
+-- ---- provider methods ------------------------------------------------------------
+
+function M.install(docker)
+  local Provider = docker.Provider
+
+  -- Host memory in bytes (cached): the limit of a container without one.
+  function Provider:_host_memory()
+    if self._host_mem == nil then
+      local info = self.engine:get("/info")
+      self._host_mem = type(info) == "table" and tonumber(info.MemTotal) or false
+    end
+    return self._host_mem or nil
+  end
+
+  function Provider:_sampler()
+    if not self._stats_sampler then
+      self._stats_sampler = core.sampler(self.engine.client)
+    end
+    return self._stats_sampler
+  end
+
+  -- opts: {one_shot = bool (no daemon wait; CPU needs an earlier call),
+  --        timeout = seconds}
+  function Provider:resources(instance_id, opts)
+    opts = opts or {}
+    local ok, verr = project.validate_id(instance_id)
+    if not ok then return nil, verr, "bad_request" end
+    local mon = self._monitors and self._monitors[instance_id]
+    if mon then return mon:usage() end
+    local members, err, code = project.members(self.engine, instance_id)
+    if not members then return nil, err, code end
+    if #members == 0 then
+      return nil, "instance " .. instance_id .. " not found (no containers labelled "
+        .. project.LABEL.project .. "=" .. project.name(instance_id) .. ")", "not_found"
+    end
+    local ids = running_ids(members)
+    local samples = {}
+    if #ids > 0 then
+      local results, ferr, fcode = self:_sampler():fetch(ids,
+        {one_shot = opts.one_shot, timeout = opts.timeout or 30})
+      if not results then return nil, ferr, fcode end
+      for id, r in pairs(results) do
+        if r.error then
+          -- gone or stopped since the listing: a gap; the daemon down: an error
+          if r.code == "unreachable" or r.code == "interrupted" then
+            return nil, r.error, r.code
+          end
+        else
+          samples[id] = r
+        end
+      end
+    end
+    return M.aggregate(members, samples, self:_host_memory())
+  end
+
+  -- opts: {ring = samples kept per container (8), relist = seconds between
+  -- listings when the events stream is unavailable (2)}
+  function Provider:resource_monitor(instance_id, opts)
+    opts = opts or {}
+    local ok, verr = project.validate_id(instance_id)
+    if not ok then return nil, verr, "bad_request" end
+    self._monitors = self._monitors or {}
+    if self._monitors[instance_id] then return self._monitors[instance_id] end
+    local mon = setmetatable({
+      provider = self, id = instance_id, relist = opts.relist or 2,
+      sampler = core.sampler(self.engine.client, {ring = opts.ring or 8}),
+    }, Monitor)
+    local lok, err, code = mon:refresh()
+    if not lok then
+      mon.sampler:close()
+      return nil, err, code
+    end
+    mon:_open_events()
+    self._monitors[instance_id] = mon
+    return mon
+  end
+
+  local close = Provider.close
+  function Provider:close()
+    for _, mon in pairs(self._monitors or {}) do mon:close() end
+    if self._stats_sampler then self._stats_sampler:close() end
+    close(self)
+  end
+
+  docker.register_capabilities({"resources"})
+end
+
+return M
