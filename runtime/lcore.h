@@ -20,6 +20,9 @@ void cp_open_demux(lua_State *L);
 struct cp_client;
 struct cp_client *cp_lua_client(lua_State *L, int idx);
 
+/* client:hijack and raw connections (lraw.c). */
+void cp_open_raw(lua_State *L);
+
 /* Stats parsing and the sampler (lstats.c): sets fields on the module
  * table at the top of the stack. */
 void cp_open_stats(lua_State *L);

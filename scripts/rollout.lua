@@ -11,10 +11,16 @@
 --             through the waves in reverse. Every service must appear once,
 --             after all of its dependencies.
 --
--- strategy(service, request) -> "recreate"
---   service: {name, role, ports = {...}}; request: the DeployRequest.
---   "recreate": stop the old container, start the new one, and if the new
---   one does not become ready put the old one back.
+-- strategy(service, request) -> "start-first" | "recreate"
+--   service: {name, role, ports = {...}, health_check}; request: {strategy, release_id}.
+--   "start-first": start the new container beside the old one (same network
+--   alias), wait until it is healthy (its health check, or still running
+--   after a grace period), then take the old one off the network, let it
+--   drain and stop it: the service name always resolves to a running
+--   container. "recreate": stop the old container, then start the new one.
+--   Either way, a new container that does not become ready is removed and
+--   the old one put back. A service with a fixed host port is always
+--   recreated (two containers cannot hold the port).
 --
 -- after_service(step) -> true | false, reason        (optional)
 --   Called during a deploy after each service's new container is ready.
@@ -52,8 +58,13 @@ local function plan(services)
   return waves
 end
 
-local function strategy(_, request)
-  return request.strategy or "recreate"
+local function strategy(service, request)
+  if request.strategy then return request.strategy end
+  if service.role == "init" then return "recreate" end
+  for _, p in ipairs(service.ports or {}) do
+    if p.host then return "recreate" end
+  end
+  return "start-first"
 end
 
 return {plan = plan, strategy = strategy}

@@ -361,7 +361,7 @@ describe("lifecycle", function()
           health_check = {path = "/nope.html", port = 8080, interval = "300ms", retries = 2}}}})
       assert.is_nil(res)
       assert.matches("deploy of service web failed", err)
-      assert.matches("previous containers restored", err)
+      assert.matches("previous containers kept running", err) -- start-first: never stopped
       local st = assert(p:status(id))
       assert.are.equal(first.service_refs.web, st.services.web.provider_ref)
       assert.are.equal("running", st.services.web.state)

@@ -100,6 +100,15 @@ describe("cpdocker serve", function()
     local none = s:call("logs.cancel", {subscription = sid})
     assert.are.equal(-32602, none.error.code)
 
+    -- exec: bytes as base64 both ways
+    local util = require("ctrlplane.docker.util")
+    local ex = s:call("exec", {instance_id = id, request = {command = {"sh", "-c", "cat; printf '\\377' >&2; exit 4"},
+      stdin = util.base64("in\0put")}}, 30)
+    assert.is_nil(ex.error)
+    assert.are.equal(4, ex.result.exit_code)
+    assert.are.equal("in\0put", util.unbase64(ex.result.stdout))
+    assert.are.equal("\255", util.unbase64(ex.result.stderr))
+
     local gone = s:call("deprovision", {instance_id = id}, 60)
     assert.is_nil(gone.error)
     assert.are.equal(json.null, gone.result)

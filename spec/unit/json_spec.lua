@@ -43,3 +43,15 @@ describe("json.decode", function()
     assert.has_error(function() json.decode(42) end)
   end)
 end)
+
+describe("util.base64", function()
+  local util = require("ctrlplane.docker.util")
+  local rows = {{"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"}, {"foobar", "Zm9vYmFy"},
+    {"\0\255\1", "AP8B"}}
+  for _, r in ipairs(rows) do
+    it("encodes " .. string.format("%q", r[1]) .. " as Go does", function()
+      assert.are.equal(r[2], util.base64(r[1]))
+      assert.are.equal(r[1], util.unbase64(r[2]))
+    end)
+  end
+end)

@@ -90,11 +90,11 @@ local function print_status(ctx, id, st)
     local trows = {}
     for _, n in ipairs(names) do
       local s = st.services[n]
-      trows[#trows + 1] = {n, s.state, s.ready and "yes" or "no", s.restarts,
+      trows[#trows + 1] = {n, s.state, s.ready and "yes" or "no", s.replicas or 1, s.restarts,
         s.provider_ref:sub(1, 12), s.message}
     end
     ctx:print("")
-    ctx:table({"SERVICE", "STATE", "READY", "RESTARTS", "CONTAINER", "MESSAGE"}, trows)
+    ctx:table({"SERVICE", "STATE", "READY", "REPLICAS", "RESTARTS", "CONTAINER", "MESSAGE"}, trows)
   end
   print_endpoints(ctx, st.endpoints)
 end
@@ -191,6 +191,57 @@ function M.install(cli)
         ctx:json(st)
       else
         print_status(ctx, args[1], st)
+      end
+      return 0
+    end,
+  })
+
+  cli.command("rollback", {
+    usage = "rollback ID RELEASE_ID",
+    summary = "bring every service back to its image and env at a recorded release",
+    args = 2,
+    run = function(ctx, args)
+      local p, err = ctx:provider()
+      if not p then return ctx:fail(err) end
+      local res, rerr, code = p:rollback(args[1], args[2], {on_event = progress(ctx)})
+      if not res then return ctx:fail_op("rollback " .. args[1], rerr, code) end
+      if ctx.json_out then
+        ctx:json(res)
+      else
+        ctx:print(string.format("rolled %s back to release %s: %s", args[1], args[2], res.status))
+      end
+      return 0
+    end,
+  })
+
+  cli.command("scale", {
+    usage = "scale ID [--cpu-millis N] [--memory-mb N] [--replicas N]",
+    summary = "change the main service's CPU/memory limits live, and its replicas",
+    args = 1,
+    options = {["--cpu-millis"] = "value", ["--memory-mb"] = "value", ["--replicas"] = "value"},
+    run = function(ctx, args, opts)
+      local spec = {}
+      for flag, key in pairs({cpu_millis = "cpu_millis", memory_mb = "memory_mb",
+          replicas = "replicas"}) do
+        if opts[flag] then
+          local n = math.tointeger(tonumber(opts[flag]))
+          if not n then
+            return cli.usage_error("--" .. flag:gsub("_", "-") .. " needs a whole number")
+          end
+          spec[key] = n
+        end
+      end
+      if not next(spec) then return cli.usage_error("give --cpu-millis, --memory-mb or --replicas") end
+      local p, err = ctx:provider()
+      if not p then return ctx:fail(err) end
+      local ok, serr, code, errors = p:scale(args[1], spec, {on_event = progress(ctx)})
+      if not ok then return ctx:fail_op("scale " .. args[1], serr, code, errors) end
+      if ctx.json_out then
+        ctx:json({instance_id = args[1], result = "scaled", spec = spec})
+      else
+        local parts = {}
+        for _, k in ipairs(util.sorted_keys(spec)) do parts[#parts + 1] = k .. "=" .. spec[k] end
+        ctx:print("scaled " .. args[1] .. ": " .. table.concat(parts, " "))
       end
       return 0
     end,

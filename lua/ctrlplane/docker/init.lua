@@ -106,7 +106,7 @@ end
 
 -- Operation modules: each exports install(M) and adds its methods to
 -- M.Provider (and its names to the capabilities it really supports).
-M.operation_modules = {"lifecycle", "logs", "resources"}
+M.operation_modules = {"lifecycle", "logs", "resources", "exec"}
 
 for _, name in ipairs(M.operation_modules) do
   require("ctrlplane.docker." .. name).install(M)

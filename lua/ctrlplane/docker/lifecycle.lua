@@ -168,8 +168,8 @@ local function healthcheck(hc)
     Retries = hc.retries or 3, StartPeriod = 0}
 end
 
--- The body of POST /containers/create for one service.
-local function container_body(cfg, inst, svc, release)
+-- The body of POST /containers/create for one service (replica n of it).
+local function container_body(cfg, inst, svc, release, replica, history)
   local labels = {}
   for k, v in pairs(inst.labels or {}) do labels[k] = v end
   for k, v in pairs(svc.annotations or {}) do labels[k] = v end
@@ -182,6 +182,8 @@ local function container_body(cfg, inst, svc, release)
   labels[LABEL.spec] = json.encode(stored_service(svc))
   labels[LABEL.instance_spec] = json.encode(inst)
   labels[LABEL.spec_hash] = spec_hash(cfg, inst, svc)
+  labels[LABEL.replica] = tostring(replica or 1)
+  if history then labels[LABEL.releases] = history end
 
   local env = json.array({})
   for _, k in ipairs(util.sorted_keys(svc.env or {})) do env[#env + 1] = k .. "=" .. svc.env[k] end
@@ -372,36 +374,51 @@ local function ensure_volumes(ctx, services)
   return true
 end
 
--- Creates the containers of svcs at once; records them in ctx.created.
-local function create_containers(ctx, svcs)
+-- A unit is one container of a service: {spec, replica, key, cname}. A
+-- plain service spec stands for its first replica.
+local function unit_of(ctx, u)
+  if u.spec then return u end
+  return {spec = u, replica = 1, key = u.name,
+    cname = project.container_name(ctx.inst.instance_id, u.name)}
+end
+
+local function replica_unit(ctx, spec, r)
+  return {spec = spec, replica = r, key = r == 1 and spec.name or (spec.name .. "_" .. r),
+    cname = project.container_name(ctx.inst.instance_id, spec.name, r)}
+end
+
+-- Creates the containers of the units at once; records them in
+-- ctx.created. Returns {key = container id}.
+local function create_containers(ctx, units)
   local calls = {}
-  for i, svc in ipairs(svcs) do
-    calls[i] = {method = "POST", path = "/containers/create",
-      query = {name = project.container_name(ctx.inst.instance_id, svc.name)},
-      body = container_body(ctx.cfg, ctx.inst, svc, ctx.release)}
+  for i, u in ipairs(units) do
+    u = unit_of(ctx, u)
+    units[i] = u
+    calls[i] = {method = "POST", path = "/containers/create", query = {name = u.cname},
+      body = container_body(ctx.cfg, ctx.inst, u.spec, ctx.release, u.replica, ctx.history)}
   end
   local ids, first_err, first_code = {}, nil, nil
   for i, r in ipairs(ctx.eng:batch(calls)) do
     if r.value then
-      ids[svcs[i].name] = r.value.Id
+      ids[units[i].key] = r.value.Id
       ctx.created[#ctx.created + 1] = r.value.Id
-      emit(ctx, {type = "service", service = svcs[i].name, action = "created",
+      emit(ctx, {type = "service", service = units[i].key, action = "created",
         container = r.value.Id})
     elseif not first_err then
-      first_err = string.format("creating service %s: %s", svcs[i].name, r.error)
+      first_err = string.format("creating service %s: %s", units[i].key, r.error)
       first_code = r.code
     end
   end
   if first_err then return fail(first_err, first_code) end
   if ctx.cfg.network then
     local conn = {}
-    for i, svc in ipairs(svcs) do
+    for i, u in ipairs(units) do
       conn[i] = {method = "POST", path = "/networks/" .. seg(ctx.cfg.network) .. "/connect",
-        body = {Container = ids[svc.name]}}
+        body = {Container = ids[u.key]}}
     end
     for i, r in ipairs(ctx.eng:batch(conn)) do
       if r.error then
-        return fail(string.format("connecting service %s to network %s: %s", svcs[i].name,
+        return fail(string.format("connecting service %s to network %s: %s", units[i].key,
           ctx.cfg.network, r.error), r.code)
       end
     end
@@ -409,16 +426,16 @@ local function create_containers(ctx, svcs)
   return ids
 end
 
-local function start_containers(ctx, names, ids)
+local function start_containers(ctx, keys, ids)
   local calls = {}
-  for i, name in ipairs(names) do
-    calls[i] = {method = "POST", path = "/containers/" .. seg(ids[name]) .. "/start"}
+  for i, key in ipairs(keys) do
+    calls[i] = {method = "POST", path = "/containers/" .. seg(ids[key]) .. "/start"}
   end
   for i, r in ipairs(ctx.eng:batch(calls)) do
     if r.error then
-      return fail(string.format("starting service %s: %s", names[i], r.error), r.code)
+      return fail(string.format("starting service %s: %s", keys[i], r.error), r.code)
     end
-    emit(ctx, {type = "service", service = names[i], action = "started", container = ids[names[i]]})
+    emit(ctx, {type = "service", service = keys[i], action = "started", container = ids[keys[i]]})
   end
   return true
 end
@@ -527,47 +544,63 @@ local function undo(ctx)
   ctx.eng:batch(calls)
 end
 
-local function endpoints_of(inst_id, specs, info)
+-- Endpoints of every replica of every service. info: key -> inspect.
+local function endpoints_of(inst_id, specs, info, counts)
   local out = json.array({})
   for _, svc in ipairs(specs) do
-    local c = info[svc.name]
+    local n = counts and counts[svc.name] or 1
     for _, p in ipairs(svc.ports or {}) do
       local scheme = p.protocol == "udp" and "udp" or "http"
       out[#out + 1] = {service_name = svc.name, port = p.container, protocol = p.protocol,
         public = false,
         url = string.format("%s://%s:%d", scheme, project.container_name(inst_id, svc.name),
           p.container)}
-      local bound = c and c.NetworkSettings and c.NetworkSettings.Ports
-        and c.NetworkSettings.Ports[port_key(p)]
-      local hp = type(bound) == "table" and bound[1] and tonumber(bound[1].HostPort)
-      if hp then
-        out[#out + 1] = {service_name = svc.name, port = math.tointeger(hp), protocol = p.protocol,
-          public = true, url = string.format("%s://localhost:%d", scheme, hp)}
+      for r = 1, n do
+        local c = info[r == 1 and svc.name or (svc.name .. "_" .. r)]
+        local bound = c and c.NetworkSettings and c.NetworkSettings.Ports
+          and c.NetworkSettings.Ports[port_key(p)]
+        local hp = type(bound) == "table" and bound[1] and tonumber(bound[1].HostPort)
+        if hp then
+          out[#out + 1] = {service_name = svc.name, port = math.tointeger(hp), protocol = p.protocol,
+            public = true, url = string.format("%s://localhost:%d", scheme, hp)}
+        end
       end
     end
   end
   return out
 end
 
--- Members of the project grouped by service: the container with the
--- canonical name wins over leftovers of an interrupted deploy.
+local function replica_of(c)
+  local labels = c.Labels or (c.Config and c.Config.Labels) or {}
+  return math.tointeger(tonumber(labels[LABEL.replica] or "1")) or 1
+end
+
+-- Members of the project grouped by service. Only containers with their
+-- canonical name count (a deploy that was interrupted may leave a retired
+-- one behind under another name). Returns by (service -> replica 1),
+-- reps (service -> list of replicas in order), and the full list.
 local function members_by_service(eng, inst_id)
   local list, err, code = project.members(eng, inst_id)
   if not list then return nil, err, code end
-  local by = {}
+  local by, reps = {}, {}
   for _, c in ipairs(list) do
     local svc = project.service_of(c)
     if svc then
-      local canonical = "/" .. project.container_name(inst_id, svc)
-      local names = c.Names or {}
-      local is_canonical = names[1] == canonical
-      if not by[svc] or is_canonical then
-        by[svc] = c
-        c.canonical = is_canonical
+      local r = replica_of(c)
+      local canonical = "/" .. project.container_name(inst_id, svc, r)
+      if (c.Names or {})[1] == canonical then
+        c.replica = r
+        reps[svc] = reps[svc] or {}
+        table.insert(reps[svc], c)
+        if r == 1 then by[svc] = c end
       end
     end
   end
-  return by, list
+  for svc, l in pairs(reps) do
+    table.sort(l, function(a, b) return a.replica < b.replica end)
+    if not by[svc] then by[svc] = l[1] end
+  end
+  return by, reps, list
 end
 
 local function spec_of(c)
@@ -578,6 +611,44 @@ local function spec_of(c)
   end
   s.depends_on = s.depends_on or {}
   return s
+end
+
+-- ---- release history (labels on the engine) ---------------------------------------
+
+lifecycle.HISTORY_MAX = 10
+
+-- The newest history among the members (the last container created
+-- carries the most recent one).
+local function history_of(list)
+  local newest, at = nil, -1
+  for _, c in ipairs(list or {}) do
+    local labels = c.Labels or {}
+    if labels[LABEL.releases] and (c.Created or 0) > at then
+      newest, at = labels[LABEL.releases], c.Created or 0
+    end
+  end
+  local h = newest and json.decode(newest)
+  return type(h) == "table" and h or {}
+end
+
+local function snapshot(specs)
+  local out = {}
+  for _, s in pairs(specs) do
+    out[s.name] = {image = s.image, env = s.env or json.object({})}
+  end
+  return out
+end
+
+-- Appends (or moves to the end) the release id with its snapshot; keeps the
+-- last HISTORY_MAX. Returns the JSON text for the label.
+local function record_release(history, id, services)
+  local out = json.array({})
+  for _, e in ipairs(history) do
+    if e.id ~= id then out[#out + 1] = e end
+  end
+  out[#out + 1] = {id = id, at = util.rfc3339(), services = services}
+  while #out > lifecycle.HISTORY_MAX do table.remove(out, 1) end
+  return json.encode(out), out
 end
 
 -- ---- operations ----------------------------------------------------------------------
@@ -599,8 +670,8 @@ function P:provision(req, opts)
   for _, s in ipairs(r.services) do specs[s.name] = s end
 
   -- what exists already, and what the re-provision policy does with it
-  local existing, merr, mcode = members_by_service(self.engine, r.instance_id)
-  if not existing then return nil, merr, mcode end
+  local existing, reps, list = members_by_service(self.engine, r.instance_id)
+  if not existing then return nil, reps, list end
   local actions = {}
   if next(existing) then
     local desired, current = {}, {}
@@ -618,10 +689,17 @@ function P:provision(req, opts)
     actions = decided
   end
 
-  local images = {}
+  local images, changes = {}, false
   for _, s in ipairs(r.services) do
     local a = actions[s.name] or "create"
-    if a == "create" or a == "replace" then images[#images + 1] = s.image end
+    if a == "create" or a == "replace" then
+      images[#images + 1] = s.image
+      changes = true
+    end
+  end
+  if changes then
+    ctx.history = record_release(history_of(list),
+      ctx.release or (next(existing) and ("provision-" .. os.time()) or "initial"), snapshot(specs))
   end
   local ok, err, code = ensure_images(ctx, images)
   if not ok then return nil, err, code end
@@ -631,11 +709,11 @@ function P:provision(req, opts)
     return nil, e, c
   end
 
-  -- services no longer listed and replaced ones go first
+  -- services no longer listed and replaced ones go first (every replica)
   local doomed = {}
   for name, a in pairs(actions) do
     if a == "remove" or a == "replace" then
-      doomed[#doomed + 1] = existing[name].Id
+      for _, c in ipairs(reps[name] or {existing[name]}) do doomed[#doomed + 1] = c.Id end
       emit(ctx, {type = "service", service = name, action = a == "remove" and "removed" or "replacing",
         container = existing[name].Id})
     end
@@ -650,10 +728,15 @@ function P:provision(req, opts)
   ok, err, code = ensure_volumes(ctx, r.services)
   if not ok then return abort(err, code) end
 
-  local ids = {}
-  for name, c in pairs(existing) do
-    local a = actions[name]
-    if a == "keep" or a == "start" then ids[name] = c.Id end
+  local ids, counts, ready_specs = {}, {}, {}
+  for name, a in pairs(actions) do
+    if a == "keep" or a == "start" then
+      for _, c in ipairs(reps[name] or {existing[name]}) do
+        local u = replica_unit(ctx, specs[name], c.replica or 1)
+        ids[u.key] = c.Id
+        counts[name] = c.replica or 1
+      end
+    end
   end
   for _, wave in ipairs(waves) do
     local to_create, to_start = {}, {}
@@ -665,10 +748,15 @@ function P:provision(req, opts)
           if not ok then return abort(err, code) end
           ids[name] = ctx.created[#ctx.created]
         else
-          to_create[#to_create + 1] = specs[name]
+          local n = (specs[name].resources or {}).replicas or 1
+          if n < 1 then n = 1 end
+          counts[name] = n
+          for rep = 1, n do to_create[#to_create + 1] = replica_unit(ctx, specs[name], rep) end
         end
       elseif a == "start" then
-        to_start[#to_start + 1] = name
+        for _, c in ipairs(reps[name] or {existing[name]}) do
+          to_start[#to_start + 1] = replica_unit(ctx, specs[name], c.replica or 1).key
+        end
       else
         emit(ctx, {type = "service", service = name, action = "kept", container = ids[name]})
       end
@@ -677,9 +765,9 @@ function P:provision(req, opts)
       local new_ids
       new_ids, err, code = create_containers(ctx, to_create)
       if not new_ids then return abort(err, code) end
-      for _, s in ipairs(to_create) do
-        ids[s.name] = new_ids[s.name]
-        to_start[#to_start + 1] = s.name
+      for _, u in ipairs(to_create) do
+        ids[u.key] = new_ids[u.key]
+        to_start[#to_start + 1] = u.key
       end
     end
     if #to_start > 0 then
@@ -688,21 +776,27 @@ function P:provision(req, opts)
     end
   end
 
-  -- readiness of the long-lived services
+  -- readiness of the long-lived services (every replica)
   local live = {}
   for _, s in ipairs(r.services) do
-    if s.role ~= "init" then live[s.name] = ids[s.name] end
+    if s.role ~= "init" then
+      for rep = 1, counts[s.name] or 1 do
+        local u = replica_unit(ctx, s, rep)
+        live[u.key] = ids[u.key]
+        ready_specs[u.key] = s
+      end
+    end
   end
   local info
-  info, err, code = wait_ready(ctx, live, specs)
+  info, err, code = wait_ready(ctx, live, ready_specs)
   if not info then return abort(err, code) end
 
   local refs = {}
-  for name, id in pairs(ids) do refs[name] = id end
+  for _, s in ipairs(r.services) do refs[s.name] = ids[s.name] end
   return {
     provider_ref = project.provider_ref(r.instance_id),
     service_refs = refs,
-    endpoints = endpoints_of(r.instance_id, r.services, info),
+    endpoints = endpoints_of(r.instance_id, r.services, info, counts),
     metadata = {project = project.name(r.instance_id),
       network = project.network_name(r.instance_id)},
   }
@@ -743,8 +837,8 @@ local function live_waves(p, instance_id)
   if not ok then return nil, verr, "invalid" end
   local pol, perr, pcode = policies(p, {"rollout"})
   if not pol then return nil, perr, pcode end
-  local by, err, code = members_by_service(p.engine, instance_id)
-  if not by then return nil, err, code end
+  local by, reps, list = members_by_service(p.engine, instance_id)
+  if not by then return nil, reps, list end
   if not next(by) then
     return nil, "instance " .. instance_id .. " does not exist", "not_found"
   end
@@ -762,22 +856,23 @@ local function live_waves(p, instance_id)
     for _, d in ipairs(s.depends_on) do if live[d] then deps[#deps + 1] = d end end
     s.depends_on = deps
   end
-  local waves
-  waves, err, code = plan_waves(pol.rollout, services)
+  local waves, err, code = plan_waves(pol.rollout, services)
   if not waves then return nil, err, code end
-  return waves, by
+  return waves, reps
 end
 
-local function each_wave(p, waves, by, action, query, reverse)
+local function each_wave(p, waves, reps, action, query, reverse)
   local eng = p.engine
   local from, to, step = 1, #waves, 1
   if reverse then from, to, step = #waves, 1, -1 end
   for w = from, to, step do
     local calls, names = {}, {}
     for _, name in ipairs(waves[w]) do
-      names[#names + 1] = name
-      calls[#calls + 1] = {method = "POST", path = "/containers/" .. seg(by[name].Id) .. "/" .. action,
-        query = query}
+      for _, c in ipairs(reps[name] or {}) do
+        names[#names + 1] = name
+        calls[#calls + 1] = {method = "POST", path = "/containers/" .. seg(c.Id) .. "/" .. action,
+          query = query}
+      end
     end
     for i, r in ipairs(eng:batch(calls)) do
       if r.error then
@@ -789,34 +884,37 @@ local function each_wave(p, waves, by, action, query, reverse)
 end
 
 function P:start(instance_id)
-  local waves, by, code = live_waves(self, instance_id)
-  if not waves then return nil, by, code end
-  return each_wave(self, waves, by, "start")
+  local waves, reps, code = live_waves(self, instance_id)
+  if not waves then return nil, reps, code end
+  return each_wave(self, waves, reps, "start")
 end
 
 function P:stop(instance_id, opts)
-  local waves, by, code = live_waves(self, instance_id)
-  if not waves then return nil, by, code end
+  local waves, reps, code = live_waves(self, instance_id)
+  if not waves then return nil, reps, code end
   local t = math.ceil((opts and opts.stop_timeout) or self.cfg.stop_timeout)
-  return each_wave(self, waves, by, "stop", {t = t}, true)
+  return each_wave(self, waves, reps, "stop", {t = t}, true)
 end
 
 function P:restart(instance_id, opts)
-  local waves, by, code = live_waves(self, instance_id)
-  if not waves then return nil, by, code end
+  local waves, reps, code = live_waves(self, instance_id)
+  if not waves then return nil, reps, code end
   local t = math.ceil((opts and opts.stop_timeout) or self.cfg.stop_timeout)
-  local ok, err, ecode = each_wave(self, waves, by, "stop", {t = t}, true)
+  local ok, err, ecode = each_wave(self, waves, reps, "stop", {t = t}, true)
   if not ok then return nil, err, ecode end
-  return each_wave(self, waves, by, "start")
+  return each_wave(self, waves, reps, "start")
 end
+
+local SEVERITY = {failed = 1, destroying = 2, stopping = 3, stopped = 4, provisioning = 5,
+  starting = 6, running = 7, destroyed = 8}
 
 function P:status(instance_id)
   local ok, verr = project.validate_id(instance_id)
   if not ok then return nil, verr, "invalid" end
   local pol, perr, pcode = policies(self, {"status"})
   if not pol then return nil, perr, pcode end
-  local by, err, code = members_by_service(self.engine, instance_id)
-  if not by then return nil, err, code end
+  local by, reps, list = members_by_service(self.engine, instance_id)
+  if not by then return nil, reps, list end
   local result = {state = "destroyed", ready = false, restarts = 0, message = "",
     endpoints = json.array({}), services = json.object({}),
     metadata = {project = project.name(instance_id)}}
@@ -824,45 +922,62 @@ function P:status(instance_id)
     result.message = "no containers"
     return result
   end
-  local ids = {}
-  for name, c in pairs(by) do ids[name] = c.Id end
-  local ctx = {eng = self.engine}
-  local info
-  info, err, code = inspect_all(ctx, ids)
-  if not info then return nil, err, code end
-  local list, specs = {}, {}
-  for _, name in ipairs(util.sorted_keys(info)) do
-    local c = info[name]
-    local st = c.State or {}
-    local spec = spec_of(c)
-    spec.name = name
-    specs[#specs + 1] = spec
-    local input = {name = name, role = spec.role, docker_state = st.Status,
-      exit_code = st.ExitCode, oom_killed = st.OOMKilled or false, error = st.Error or "",
-      health = st.Health and st.Health.Status, has_health_check = spec.health_check ~= nil,
-      restart_policy = c.HostConfig and c.HostConfig.RestartPolicy
-        and c.HostConfig.RestartPolicy.Name or "no",
-      restarts = c.RestartCount or 0, started_at = st.StartedAt, finished_at = st.FinishedAt}
-    local s, serr, scode = policy.call(pol.status, "service", input)
-    if not s then return nil, serr, scode end
-    if type(s) ~= "table" then
-      return nil, "policy " .. pol.status.path .. ": service must return a table", "policy"
-    end
-    local entry = {state = s.state, ready = s.ready and true or false, message = s.message or "",
-      restarts = c.RestartCount or 0, provider_ref = c.Id}
-    result.services[name] = entry
-    list[#list + 1] = {name = name, role = spec.role, state = entry.state, ready = entry.ready,
-      message = entry.message, restarts = entry.restarts}
-    result.restarts = result.restarts + entry.restarts
-    local labels = c.Config and c.Config.Labels or {}
-    if spec.role == "main" then
-      if st.Running then result.started_at = st.StartedAt end
-      if labels[LABEL.release] and labels[LABEL.release] ~= "" then
-        result.metadata.release = labels[LABEL.release]
-      end
+  local ids, counts = {}, {}
+  for name, l in pairs(reps) do
+    counts[name] = #l
+    for _, c in ipairs(l) do
+      ids[c.replica == 1 and name or (name .. "_" .. c.replica)] = c.Id
     end
   end
-  local agg, aerr, acode = policy.call(pol.status, "aggregate", list)
+  local ctx = {eng = self.engine}
+  local info, err, code = inspect_all(ctx, ids)
+  if not info then return nil, err, code end
+  local agg_in, specs = {}, {}
+  for _, name in ipairs(util.sorted_keys(reps)) do
+    local spec = spec_of(by[name])
+    spec.name = name
+    specs[#specs + 1] = spec
+    local entry
+    for _, rc in ipairs(reps[name]) do
+      local c = info[rc.replica == 1 and name or (name .. "_" .. rc.replica)]
+      local st = c.State or {}
+      local input = {name = name, role = spec.role, docker_state = st.Status,
+        exit_code = st.ExitCode, oom_killed = st.OOMKilled or false, error = st.Error or "",
+        health = st.Health and st.Health.Status, has_health_check = spec.health_check ~= nil,
+        restart_policy = c.HostConfig and c.HostConfig.RestartPolicy
+          and c.HostConfig.RestartPolicy.Name or "no",
+        replica = rc.replica,
+        restarts = c.RestartCount or 0, started_at = st.StartedAt, finished_at = st.FinishedAt}
+      local s, serr, scode = policy.call(pol.status, "service", input)
+      if not s then return nil, serr, scode end
+      if type(s) ~= "table" then
+        return nil, "policy " .. pol.status.path .. ": service must return a table", "policy"
+      end
+      if not entry then
+        entry = {state = s.state, ready = s.ready and true or false, message = s.message or "",
+          restarts = c.RestartCount or 0, provider_ref = c.Id, replicas = counts[name]}
+      else -- the worst replica speaks for the service
+        if (SEVERITY[s.state] or 0) < (SEVERITY[entry.state] or 0) then
+          entry.state = s.state
+          entry.message = string.format("replica %d: %s", rc.replica, s.message or "")
+        end
+        entry.ready = entry.ready and (s.ready and true or false)
+        entry.restarts = entry.restarts + (c.RestartCount or 0)
+      end
+      local labels = c.Config and c.Config.Labels or {}
+      if spec.role == "main" and rc.replica == 1 then
+        if st.Running then result.started_at = st.StartedAt end
+        if labels[LABEL.release] and labels[LABEL.release] ~= "" then
+          result.metadata.release = labels[LABEL.release]
+        end
+      end
+    end
+    result.services[name] = entry
+    agg_in[#agg_in + 1] = {name = name, role = spec.role, state = entry.state, ready = entry.ready,
+      message = entry.message, restarts = entry.restarts, replicas = entry.replicas}
+    result.restarts = result.restarts + entry.restarts
+  end
+  local agg, aerr, acode = policy.call(pol.status, "aggregate", agg_in)
   if not agg then return nil, aerr, acode end
   if type(agg) ~= "table" then
     return nil, "policy " .. pol.status.path .. ": aggregate must return a table", "policy"
@@ -870,31 +985,121 @@ function P:status(instance_id)
   result.state = agg.state
   result.ready = agg.ready and true or false
   result.message = agg.message or ""
-  result.endpoints = endpoints_of(instance_id, specs, info)
+  result.endpoints = endpoints_of(instance_id, specs, info, counts)
   result.metadata.network = project.network_name(instance_id)
+  local releases = json.array({})
+  for _, e in ipairs(history_of(list)) do releases[#releases + 1] = e.id end
+  result.metadata.releases = table.concat(releases, ",")
   return result
 end
 
--- deploy: recreate the listed services with the new image/env, keeping
--- everything else of their spec; atomic across the listed services.
-function P:deploy(req, opts)
-  opts = opts or {}
-  if type(req) ~= "table" then return nil, "invalid request: request: expected an object", "invalid" end
-  local okid, iderr = project.validate_id(req.instance_id)
-  if not okid then return nil, "invalid request: " .. iderr, "invalid" end
-  local pol, perr, pcode = policies(self, {"rollout", "status"})
-  if not pol then return nil, perr, pcode end
-  local by, err, code = members_by_service(self.engine, req.instance_id)
-  if not by then return nil, err, code end
-  if not next(by) then
-    return nil, "instance " .. req.instance_id .. " does not exist", "not_found"
-  end
-  local r, verr, vcode, verrors = validate.deploy(req, by)
-  if not r then return nil, verr, vcode, verrors end
+-- ---- replacing containers (deploy, rollback) ------------------------------------------
 
-  -- the full spec set, for the order
-  local all, specs = {}, {}
-  local inst
+-- Replaces each unit's old container with one made from unit.spec, by the
+-- unit's strategy:
+--   recreate     the old container is renamed and stopped, then the new one
+--                starts under the canonical name;
+--   start-first  the new one starts beside the old one (same network alias),
+--                and only once it is ready is the old one taken off the
+--                network, drained and stopped, so the service name always
+--                resolves to a running container.
+-- Old containers are kept until every unit is done: a failure removes the
+-- new containers and puts every old one back as it was.
+local function replace_units(p, ctx, units, after_each)
+  local eng = p.engine
+  local net = project.network_name(ctx.inst.instance_id)
+  local t = math.ceil(p.cfg.stop_timeout)
+  local retired = {}
+  local stamp = string.format("%x", math.floor(core.walltime() * 1000))
+  local function restore(e, c)
+    remove_containers(eng, ctx.created)
+    for i = #retired, 1, -1 do
+      local old = retired[i]
+      eng:post("/containers/" .. seg(old.id) .. "/rename", {name = old.name})
+      if old.disconnected then
+        eng:post("/networks/" .. seg(net) .. "/connect", nil,
+          {Container = old.id, EndpointConfig = {Aliases = {old.service}}})
+      end
+      if old.running then eng:post("/containers/" .. seg(old.id) .. "/start") end
+    end
+    return nil, e .. (#retired > 0 and " (previous containers restored)"
+      or " (the previous containers kept running)"), c
+  end
+  for step, u in ipairs(units) do
+    local old = u.old
+    local was_running = old.State == "running"
+    local retire_name = string.format("%s-retired-%s", u.cname, stamp)
+    local s = u.spec
+    if s.role == "init" or u.strategy ~= "start-first" then
+      local done, rerr, rcode = eng:post("/containers/" .. seg(old.Id) .. "/rename", {name = retire_name})
+      if not done then return restore("retiring service " .. u.key .. ": " .. rerr, rcode) end
+      retired[#retired + 1] = {id = old.Id, name = u.cname, running = was_running, service = s.name}
+      done, rerr, rcode = eng:post("/containers/" .. seg(old.Id) .. "/stop", {t = t})
+      if not done then return restore("stopping service " .. u.key .. ": " .. rerr, rcode) end
+      emit(ctx, {type = "service", service = u.key, action = "stopped", container = old.Id})
+      if s.role == "init" then
+        local ok, err, code = run_init(ctx, s)
+        if not ok then return restore(err, code) end
+      else
+        local ids, err, code = create_containers(ctx, {u})
+        if not ids then return restore(err, code) end
+        local ok
+        ok, err, code = start_containers(ctx, {u.key}, ids)
+        if not ok then return restore(err, code) end
+        ok, err, code = wait_ready(ctx, ids, {[u.key] = s})
+        if not ok then return restore("deploy of service " .. s.name .. " failed: " .. err, code) end
+      end
+    else
+      -- start-first: the new container under a temporary name, same alias
+      local nu = {spec = s, replica = u.replica, key = u.key,
+        cname = string.format("%s-next-%s", u.cname, stamp)}
+      local ids, err, code = create_containers(ctx, {nu})
+      if not ids then return restore(err, code) end
+      local ok
+      ok, err, code = start_containers(ctx, {u.key}, ids)
+      if not ok then return restore(err, code) end
+      ok, err, code = wait_ready(ctx, ids, {[u.key] = s})
+      if not ok then return restore("deploy of service " .. s.name .. " failed: " .. err, code) end
+      if u.grace and u.grace > 0 and not s.health_check then
+        -- no health check: it must keep running for the grace period
+        core.sleep(u.grace)
+        ok, err, code = wait_ready(ctx, ids, {[u.key] = s})
+        if not ok then return restore("deploy of service " .. s.name .. " failed: " .. err, code) end
+      end
+      -- take the old one out of the name's rotation, let requests drain, stop it
+      local done, rerr, rcode = eng:post("/networks/" .. seg(net) .. "/disconnect", nil,
+        {Container = old.Id, Force = true})
+      if not done then return restore("retiring service " .. u.key .. ": " .. rerr, rcode) end
+      retired[#retired + 1] = {id = old.Id, name = u.cname, running = was_running, service = s.name,
+        disconnected = true}
+      if u.drain and u.drain > 0 then core.sleep(u.drain) end
+      done, rerr, rcode = eng:post("/containers/" .. seg(old.Id) .. "/rename", {name = retire_name})
+      if not done then return restore("retiring service " .. u.key .. ": " .. rerr, rcode) end
+      done, rerr, rcode = eng:post("/containers/" .. seg(old.Id) .. "/stop", {t = t})
+      if not done then return restore("stopping service " .. u.key .. ": " .. rerr, rcode) end
+      emit(ctx, {type = "service", service = u.key, action = "stopped", container = old.Id})
+      done, rerr, rcode = eng:post("/containers/" .. seg(ids[u.key]) .. "/rename", {name = u.cname})
+      if not done then return restore("renaming service " .. u.key .. ": " .. rerr, rcode) end
+    end
+    if after_each then
+      local go, why, wcode = after_each(step, u)
+      if not go then return restore(why, wcode) end
+    end
+  end
+  local old_ids = {}
+  for i, old in ipairs(retired) do old_ids[i] = old.id end
+  remove_containers(eng, old_ids)
+  return true
+end
+
+-- What a deploy or rollback needs to know about an instance.
+local function current_state(p, instance_id)
+  local by, reps, list = members_by_service(p.engine, instance_id)
+  if not by then return nil, reps, list end
+  if not next(by) then
+    return nil, "instance " .. instance_id .. " does not exist", "not_found"
+  end
+  local all, specs, inst = {}, {}, nil
   for name, c in pairs(by) do
     local s = spec_of(c)
     s.name = name
@@ -904,104 +1109,231 @@ function P:deploy(req, opts)
     inst = inst or (labels[LABEL.instance_spec] and json.decode(labels[LABEL.instance_spec]))
   end
   table.sort(all, function(a, b) return a.name < b.name end)
-  inst = type(inst) == "table" and inst or {instance_id = req.instance_id, tenant_id = "",
+  inst = type(inst) == "table" and inst or {instance_id = instance_id, tenant_id = "",
     labels = json.object({})}
+  return {by = by, reps = reps, list = list, all = all, specs = specs, inst = inst}
+end
+
+-- Deploys changes = {name -> {image, env, health_check}} in rollout order.
+local function apply_release(p, instance_id, release_id, strategy_req, changes, opts)
+  local pol, perr, pcode = policies(p, {"rollout", "status"})
+  if not pol then return nil, perr, pcode end
+  local cur, err, code = current_state(p, instance_id)
+  if not cur then return nil, err, code end
   local waves
-  waves, err, code = plan_waves(pol.rollout, all)
+  waves, err, code = plan_waves(pol.rollout, cur.all)
   if not waves then return nil, err, code end
 
-  local changes = {}
-  for _, d in ipairs(r.services) do changes[d.name] = d end
-  local order, new_specs, images = {}, {}, {}
+  local ctx = new_ctx(p, cur.inst, {on_event = opts.on_event, release = release_id})
+  local units, images, new_specs = {}, {}, {}
+  for _, s in pairs(cur.specs) do new_specs[s.name] = s end
   for _, wave in ipairs(waves) do
     for _, name in ipairs(wave) do
       local d = changes[name]
       if d then
-        local s = util.copy(specs[name])
+        local s = util.copy(cur.specs[name])
         if d.image then s.image = d.image end
         if d.env then s.env = d.env end
         if d.health_check then s.health_check = d.health_check end
         new_specs[name] = s
-        order[#order + 1] = name
         images[#images + 1] = s.image
         local strategy = policy.call(pol.rollout, "strategy", {name = name, role = s.role,
-          ports = s.ports}, {strategy = r.strategy, release_id = r.release_id}) or "recreate"
-        if strategy ~= "recreate" and strategy ~= "rolling" then
-          return nil, string.format("strategy %q is not supported by this runtime (use recreate)",
-            strategy), "invalid"
+          ports = s.ports, health_check = s.health_check},
+          {strategy = strategy_req, release_id = release_id}) or "recreate"
+        if strategy == "rolling" then strategy = "start-first" end
+        if strategy ~= "recreate" and strategy ~= "start-first" then
+          return nil, string.format("strategy %q is not supported by this runtime "
+            .. "(recreate, start-first)", strategy), "invalid"
+        end
+        if strategy == "start-first" then
+          for _, port in ipairs(s.ports or {}) do
+            if port.host then strategy = "recreate" end -- a fixed host port cannot be shared
+          end
+        end
+        for _, c in ipairs(cur.reps[name] or {cur.by[name]}) do
+          local u = replica_unit(ctx, s, c.replica or 1)
+          u.old, u.strategy = c, strategy
+          u.grace = p.cfg.start_grace
+          u.drain = p.cfg.drain
+          units[#units + 1] = u
         end
       end
     end
   end
-
-  local ctx = new_ctx(self, inst, {on_event = opts.on_event, release = r.release_id})
+  ctx.history = record_release(history_of(cur.list), release_id, snapshot(new_specs))
   local ok
   ok, err, code = ensure_images(ctx, images)
   if not ok then return nil, err, code end
 
-  -- retire the old containers (renamed, stopped) but keep them until every
-  -- new one is ready, so a failure can put them back
-  local retired = {}
-  local function restore(e, c)
-    remove_containers(self.engine, ctx.created)
-    for i = #retired, 1, -1 do
-      local old = retired[i]
-      self.engine:post("/containers/" .. seg(old.id) .. "/rename", {name = old.name})
-      if old.running then self.engine:post("/containers/" .. seg(old.id) .. "/start") end
-    end
-    return nil, e .. (#retired > 0 and " (previous containers restored)" or ""), c
-  end
-  local t = math.ceil(self.cfg.stop_timeout)
-  for step, name in ipairs(order) do
-    local old = by[name]
-    local canonical = project.container_name(req.instance_id, name)
-    local tmp = string.format("%s-retired-%x", canonical, math.floor(core.walltime() * 1000))
-    local done, rerr, rcode = self.engine:post("/containers/" .. seg(old.Id) .. "/rename",
-      {name = tmp})
-    if not done then return restore("retiring service " .. name .. ": " .. rerr, rcode) end
-    retired[#retired + 1] = {id = old.Id, name = canonical, running = old.State == "running"}
-    done, rerr, rcode = self.engine:post("/containers/" .. seg(old.Id) .. "/stop", {t = t})
-    if not done then return restore("stopping service " .. name .. ": " .. rerr, rcode) end
-    emit(ctx, {type = "service", service = name, action = "stopped", container = old.Id})
-    local s = new_specs[name]
-    if s.role == "init" then
-      ok, err, code = run_init(ctx, s)
-      if not ok then return restore(err, code) end
-    else
-      local ids
-      ids, err, code = create_containers(ctx, {s})
-      if not ids then return restore(err, code) end
-      ok, err, code = start_containers(ctx, {name}, ids)
-      if not ok then return restore(err, code) end
-      ok, err, code = wait_ready(ctx, ids, {[name] = s})
-      if not ok then return restore("deploy of service " .. name .. " failed: " .. err, code) end
-    end
-    -- the rollout policy may pause here, look at the instance, and stop the deploy
-    if pol.rollout.fns.after_service then
-      local provider = self
+  local after
+  if pol.rollout.fns.after_service then
+    local total = #units
+    after = function(step, u)
       local go, why = policy.call(pol.rollout, "after_service", {
-        service = name, index = step, total = #order, release_id = r.release_id,
-        status = function() return provider:status(req.instance_id) end,
+        service = u.spec.name, replica = u.replica, index = step, total = total,
+        release_id = release_id,
+        status = function() return p:status(instance_id) end,
         sleep = function(seconds) core.sleep(math.min(seconds, 600)) end,
       })
-      if go == nil and why then return restore(why, "policy") end
+      if go == nil and why then return nil, why, "policy" end
       if go == false then
-        return restore(string.format("deploy stopped by the rollout policy after service %s: %s",
-          name, tostring(why or "no reason given")), "rollout_aborted")
+        return nil, string.format("deploy stopped by the rollout policy after service %s: %s",
+          u.spec.name, tostring(why or "no reason given")), "rollout_aborted"
+      end
+      return true
+    end
+  end
+  ok, err, code = replace_units(p, ctx, units, after)
+  if not ok then return nil, err, code end
+  local st = p:status(instance_id)
+  return {provider_ref = project.provider_ref(instance_id),
+    status = st and st.state or "running", release_id = release_id}
+end
+
+-- deploy: recreate the listed services with the new image/env, keeping
+-- everything else of their spec; atomic across the listed services.
+function P:deploy(req, opts)
+  opts = opts or {}
+  if type(req) ~= "table" then return nil, "invalid request: request: expected an object", "invalid" end
+  local okid, iderr = project.validate_id(req.instance_id)
+  if not okid then return nil, "invalid request: " .. iderr, "invalid" end
+  local by, reps, list = members_by_service(self.engine, req.instance_id)
+  if not by then return nil, reps, list end
+  if not next(by) then
+    return nil, "instance " .. req.instance_id .. " does not exist", "not_found"
+  end
+  local r, verr, vcode, verrors = validate.deploy(req, by)
+  if not r then return nil, verr, vcode, verrors end
+  local changes = {}
+  for _, d in ipairs(r.services) do changes[d.name] = d end
+  return apply_release(self, req.instance_id, r.release_id or ("deploy-" .. os.time()), r.strategy,
+    changes, opts)
+end
+
+-- rollback: every service back to its image and env at that release.
+function P:rollback(instance_id, release_id, opts)
+  opts = opts or {}
+  local ok, verr = project.validate_id(instance_id)
+  if not ok then return nil, verr, "invalid" end
+  if type(release_id) ~= "string" or release_id == "" then
+    return nil, "release_id: expected a release id", "invalid"
+  end
+  local cur, err, code = current_state(self, instance_id)
+  if not cur then return nil, err, code end
+  local history, target = history_of(cur.list), nil
+  local known = {}
+  for _, e in ipairs(history) do
+    known[#known + 1] = e.id
+    if e.id == release_id then target = e end
+  end
+  if not target then
+    return nil, string.format("instance %s has no release %q (known releases: %s)", instance_id,
+      release_id, #known > 0 and table.concat(known, ", ") or "none"), "not_found"
+  end
+  local changes = {}
+  for name, snap in pairs(target.services or {}) do
+    local s = cur.specs[name]
+    if s and (s.image ~= snap.image or json.encode(s.env or {}) ~= json.encode(snap.env or {})) then
+      changes[name] = {image = snap.image, env = snap.env or json.object({})}
+    end
+  end
+  if not next(changes) then
+    -- nothing differs: the instance is already at that release
+    return {provider_ref = project.provider_ref(instance_id), status = "running",
+      release_id = release_id}
+  end
+  return apply_release(self, instance_id, release_id, opts.strategy, changes, opts)
+end
+
+-- scale: live CPU/memory limits on the main service (same containers) and
+-- its number of replicas.
+function P:scale(instance_id, spec, opts)
+  opts = opts or {}
+  local ok, verr = project.validate_id(instance_id)
+  if not ok then return nil, verr, "invalid" end
+  local rs, serr, scode, serrors = validate.resources(spec)
+  if not rs then return nil, serr, scode, serrors end
+  local cur, err, code = current_state(self, instance_id)
+  if not cur then return nil, err, code end
+  local main
+  for _, s in ipairs(cur.all) do
+    if s.role == "main" then main = s end
+  end
+  if not main then return nil, "instance " .. instance_id .. " has no main service", "not_found" end
+  local eng = self.engine
+  local reps = cur.reps[main.name] or {cur.by[main.name]}
+
+  -- limits, live, on the containers there are
+  local res = util.copy(main.resources or {})
+  local update = {}
+  if rs.cpu_millis then
+    res.cpu_millis = rs.cpu_millis
+    update.NanoCpus = rs.cpu_millis * 1000000
+  end
+  if rs.memory_mb then
+    res.memory_mb = rs.memory_mb
+    update.Memory = rs.memory_mb * 1048576
+    update.MemorySwap = rs.memory_mb > 0 and 2 * rs.memory_mb * 1048576 or -1
+  end
+  if next(update) then
+    local calls = {}
+    for i, c in ipairs(reps) do
+      calls[i] = {method = "POST", path = "/containers/" .. seg(c.Id) .. "/update", body = update}
+    end
+    for i, r in ipairs(eng:batch(calls)) do
+      if r.error then
+        return nil, string.format("updating %s replica %d: %s", main.name, reps[i].replica or 1,
+          r.error), r.code
       end
     end
   end
-  local old_ids = {}
-  for i, old in ipairs(retired) do old_ids[i] = old.id end
-  remove_containers(self.engine, old_ids)
-  local st = self:status(req.instance_id)
-  return {provider_ref = project.provider_ref(req.instance_id),
-    status = st and st.state or "running", release_id = r.release_id}
+
+  local want = rs.replicas
+  if not want or want == #reps then return true end
+  if want > #reps then
+    for _, port in ipairs(main.ports or {}) do
+      if port.host then
+        return nil, string.format("replicas: service %s publishes the fixed host port %d, which "
+          .. "%d replicas cannot share", main.name, port.host, want), "invalid"
+      end
+    end
+    local s = util.copy(main)
+    s.resources = res
+    local ctx = new_ctx(self, cur.inst, {on_event = opts.on_event,
+      release = (cur.by[main.name].Labels or {})[LABEL.release]})
+    ctx.history = (cur.by[main.name].Labels or {})[LABEL.releases]
+    local units, keys = {}, {}
+    for rep = #reps + 1, want do
+      local u = replica_unit(ctx, s, rep)
+      units[#units + 1] = u
+      keys[#keys + 1] = u.key
+    end
+    local ids
+    ids, err, code = create_containers(ctx, units)
+    if ids then
+      ok, err, code = start_containers(ctx, keys, ids)
+      if ok then
+        local specs = {}
+        for _, k in ipairs(keys) do specs[k] = s end
+        ok, err, code = wait_ready(ctx, ids, specs)
+      end
+    end
+    if not ids or not ok then
+      remove_containers(eng, ctx.created)
+      return nil, "scaling " .. main.name .. " up: " .. err, code
+    end
+    return true
+  end
+  -- down: the newest replicas go first
+  local doomed = {}
+  for i = #reps, want + 1, -1 do doomed[#doomed + 1] = reps[i].Id end
+  return remove_containers(eng, doomed)
 end
 
 function lifecycle.install(M)
   for k, fn in pairs(P) do M.Provider[k] = fn end
-  M.register_capabilities({"provision", "deploy", "volumes", "strategy:recreate"})
+  M.register_capabilities({"provision", "deploy", "rollback", "scale", "volumes",
+    "strategy:recreate", "strategy:rolling"})
 end
 
 -- for specs
@@ -1010,5 +1342,6 @@ lifecycle._frames_to_text = frames_to_text
 lifecycle._container_body = container_body
 lifecycle._split_ref = split_ref
 lifecycle._image_ref = image_ref
+lifecycle._record_release = record_release
 
 return lifecycle

@@ -43,10 +43,11 @@ function project.name(id) return "cp-" .. id end
 function project.network_name(id) return "cp-" .. id .. "-net" end
 function project.volume_name(id, volume) return "cp-" .. id .. "-" .. volume end
 
--- Replica 1 (or nil) is the plain name; further replicas get a suffix.
+-- Replica 1 (or nil) is the plain name; further replicas get "_N" (a
+-- service name cannot contain "_", so no other service's name can clash).
 function project.container_name(id, service, replica)
   local base = "cp-" .. id .. "-" .. service
-  if replica and replica > 1 then return base .. "-" .. replica end
+  if replica and replica > 1 then return base .. "_" .. replica end
   return base
 end
 

@@ -15,6 +15,7 @@
 -- operation failed; data.code is always the runtime's stable error code.
 local core = require("ctrlplane.docker.core")
 local json = require("ctrlplane.docker.json")
+local util = require("ctrlplane.docker.util")
 
 local rpc = {}
 
@@ -125,9 +126,18 @@ rpc.methods = {
     if type(req) ~= "table" then
       return nil, bad_params("params.request: expected an ExecRequest object", "request")
     end
-    local res, err, code, errors = p:exec(id, req)
+    -- bytes travel as base64 on the wire, as Go encodes []byte
+    local call = {command = req.command, tty = req.tty, service = req.service or params.service}
+    if req.stdin ~= nil and req.stdin ~= json.null then
+      if type(req.stdin) ~= "string" or not req.stdin:match("^[%w%+/=%s]*$") then
+        return nil, bad_params("params.request.stdin: expected base64 text", "request.stdin")
+      end
+      call.stdin = util.unbase64(req.stdin)
+    end
+    local res, err, code, errors = p:exec(id, call)
     if res == nil then return nil, op_error(err, code, errors) end
-    return res
+    return {exit_code = res.exit_code, stdout = util.base64(res.stdout),
+      stderr = util.base64(res.stderr)}
   end,
 }
 

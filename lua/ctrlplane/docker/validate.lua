@@ -148,9 +148,8 @@ local function check_resources(errs, field, r)
     errs:add(field .. ".memory_mb", "Docker's minimum memory limit is %d MB (got %d)",
       validate.MIN_MEMORY_MB, out.memory_mb)
   end
-  if out.replicas and out.replicas > 1 then
-    errs:add(field .. ".replicas", "more than one replica per service is not supported (got %d)",
-      out.replicas)
+  if r.replicas ~= nil and out.replicas and out.replicas < 1 then
+    errs:add(field .. ".replicas", "must be at least 1 (got %d)", out.replicas)
   end
   if out.gpu and out.gpu > 0 then
     errs:add(field .. ".gpu", "GPUs are not supported by this provider")
@@ -277,6 +276,19 @@ local function check_service(errs, f, s, seen_names)
   if s.health_check ~= nil then
     out.health_check = check_health(errs, f .. ".health_check", s.health_check)
   end
+  local n = out.resources and out.resources.replicas
+  if n and n > 1 then
+    if role ~= "main" then
+      errs:add(f .. ".resources.replicas", "only the main service can run replicas (got %d for a %s)",
+        n, role)
+    end
+    for j, p in ipairs(out.ports) do
+      if p.host then
+        errs:add(string.format("%s.ports[%d].host", f, j - 1), "fixed host port %d cannot be "
+          .. "shared by %d replicas", p.host, n)
+      end
+    end
+  end
   if s.annotations ~= nil then
     check_map(errs, f .. ".annotations", s.annotations, validate.LABEL_KEY, "annotation key")
     out.annotations = s.annotations
@@ -380,6 +392,23 @@ function validate.provision(req)
         end
       end
     end
+  end
+  return errs:result(out)
+end
+
+-- A ResourceSpec for scale: every field optional, at least one given.
+function validate.resources(spec)
+  local errs = new_errors()
+  if type(spec) ~= "table" then
+    errs:add("spec", "expected a ResourceSpec object, got %s", type(spec))
+    return errs:result()
+  end
+  local out = check_resources(errs, "spec", spec) or {}
+  if out.replicas and out.replicas > 100 then
+    errs:add("spec.replicas", "at most 100 replicas (got %d)", out.replicas)
+  end
+  if #errs.list == 0 and out.cpu_millis == nil and out.memory_mb == nil and out.replicas == nil then
+    errs:add("spec", "nothing to scale: give cpu_millis, memory_mb or replicas")
   end
   return errs:result(out)
 end

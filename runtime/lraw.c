@@ -1,0 +1,311 @@
+/*
+ * lraw.c - hijacked connections (Docker's "Upgrade: tcp"), for exec with
+ * stdin: after the HTTP exchange the socket carries raw bytes both ways.
+ * libcurl connects (CONNECT_ONLY, so the unix socket, TCP and TLS settings
+ * of the client apply) and moves the bytes with curl_easy_send/recv.
+ *
+ *   client:hijack(method, path, body[, opts]) -> raw | nil, msg, code, status
+ *       path is the full path (with /vX.Y); opts.timeout bounds the exchange
+ *   raw:write(bytes)       -> true | nil, msg, code
+ *   raw:close_write()      -> half-closes: the far side reads end of file
+ *   raw:read([timeout])    -> bytes | nil (end) | false (timeout) | nil, msg, code
+ *   raw:close()
+ */
+#include "http.h"
+#include "lcore.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#define RAW_MT "ctrlplane.docker.raw"
+
+typedef struct lraw {
+  CURL *easy;          /* NULL once closed */
+  curl_socket_t fd;
+  cp_buf pending;      /* bytes read past the response head */
+  int eof;
+} lraw;
+
+static long raw_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits for fd to be ready for events; <0 timeout waits forever. Returns
+ * 1 ready, 0 timed out, -1 interrupted. */
+static int raw_wait(curl_socket_t fd, short events, long timeout_ms) {
+  struct pollfd p = {.fd = fd, .events = events, .revents = 0};
+  long deadline = timeout_ms >= 0 ? raw_now_ms() + timeout_ms : -1;
+  for (;;) {
+    long slice = 100;
+    if (deadline >= 0) {
+      long left = deadline - raw_now_ms();
+      if (left <= 0) return 0;
+      if (left < slice) slice = left;
+    }
+    int r = poll(&p, 1, (int)slice);
+    if (r > 0) return 1;
+    if (cp_interrupted) return -1;
+  }
+}
+
+static int raw_send_all(lraw *r, const char *p, size_t n, long timeout_ms, char *err, size_t errlen) {
+  long deadline = timeout_ms >= 0 ? raw_now_ms() + timeout_ms : -1;
+  while (n > 0) {
+    size_t sent = 0;
+    CURLcode rc = curl_easy_send(r->easy, p, n, &sent);
+    if (rc == CURLE_AGAIN) {
+      long left = deadline >= 0 ? deadline - raw_now_ms() : -1;
+      if (deadline >= 0 && left <= 0) {
+        snprintf(err, errlen, "timed out writing to the Docker daemon");
+        return -1;
+      }
+      if (raw_wait(r->fd, POLLOUT, left) < 0) {
+        snprintf(err, errlen, "interrupted");
+        return -1;
+      }
+      continue;
+    }
+    if (rc != CURLE_OK) {
+      snprintf(err, errlen, "writing to the Docker daemon: %s", curl_easy_strerror(rc));
+      return -1;
+    }
+    p += sent;
+    n -= sent;
+  }
+  return 0;
+}
+
+/* Reads what is there (waiting up to timeout_ms). Returns bytes read, 0 at
+ * end of stream, -2 timeout, -1 error. */
+static long raw_recv(lraw *r, char *buf, size_t cap, long timeout_ms, char *err, size_t errlen) {
+  long deadline = timeout_ms >= 0 ? raw_now_ms() + timeout_ms : -1;
+  for (;;) {
+    size_t got = 0;
+    CURLcode rc = curl_easy_recv(r->easy, buf, cap, &got);
+    if (rc == CURLE_OK) return (long)got;
+    if (rc != CURLE_AGAIN) {
+      snprintf(err, errlen, "reading from the Docker daemon: %s", curl_easy_strerror(rc));
+      return -1;
+    }
+    long left = deadline >= 0 ? deadline - raw_now_ms() : -1;
+    if (deadline >= 0 && left <= 0) return -2;
+    int w = raw_wait(r->fd, POLLIN, left);
+    if (w < 0) {
+      snprintf(err, errlen, "interrupted");
+      return -1;
+    }
+    if (w == 0) return -2;
+  }
+}
+
+static void raw_close(lraw *r) {
+  if (r->easy) curl_easy_cleanup(r->easy);
+  r->easy = NULL;
+  cp_buf_free(&r->pending);
+}
+
+static int l_raw_gc(lua_State *L) {
+  raw_close(luaL_checkudata(L, 1, RAW_MT));
+  return 0;
+}
+
+static lraw *raw_check(lua_State *L) {
+  lraw *r = luaL_checkudata(L, 1, RAW_MT);
+  if (!r->easy) luaL_error(L, "attempt to use a closed connection");
+  return r;
+}
+
+static int raw_fail(lua_State *L, const char *msg, const char *code) {
+  lua_pushnil(L);
+  lua_pushstring(L, msg);
+  lua_pushstring(L, code);
+  return 3;
+}
+
+static int l_hijack(lua_State *L) {
+  cp_client *c = cp_lua_client(L, 1);
+  const char *method = luaL_checkstring(L, 2);
+  const char *path = luaL_checkstring(L, 3);
+  size_t blen = 0;
+  const char *body = luaL_optlstring(L, 4, "", &blen);
+  long timeout = c->timeout_ms > 0 ? c->timeout_ms : 60000;
+  if (!lua_isnoneornil(L, 5)) {
+    luaL_checktype(L, 5, LUA_TTABLE);
+    if (lua_getfield(L, 5, "timeout") == LUA_TNUMBER) timeout = (long)(lua_tonumber(L, -1) * 1000);
+    lua_pop(L, 1);
+  }
+  if (path[0] != '/') return luaL_error(L, "path must start with '/'");
+  if (strpbrk(path, " \r\n") || strpbrk(method, " \r\n"))
+    return luaL_error(L, "method and path must not contain spaces or line breaks");
+
+  lraw *r = lua_newuserdatauv(L, sizeof *r, 1);
+  memset(r, 0, sizeof *r);
+  luaL_setmetatable(L, RAW_MT);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1); /* keep the client alive */
+  int ud = lua_gettop(L);
+
+  r->easy = curl_easy_init();
+  if (!r->easy) return luaL_error(L, "out of memory");
+  char url[1024];
+  snprintf(url, sizeof url, "%s/", c->base_url);
+  curl_easy_setopt(r->easy, CURLOPT_URL, url);
+  if (c->unix_path) curl_easy_setopt(r->easy, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
+  if (strncmp(c->base_url, "https", 5) == 0) {
+    if (c->ca) curl_easy_setopt(r->easy, CURLOPT_CAINFO, c->ca);
+    if (c->cert) curl_easy_setopt(r->easy, CURLOPT_SSLCERT, c->cert);
+    if (c->key) curl_easy_setopt(r->easy, CURLOPT_SSLKEY, c->key);
+    curl_easy_setopt(r->easy, CURLOPT_SSL_VERIFYPEER, c->tls_verify ? 1L : 0L);
+    curl_easy_setopt(r->easy, CURLOPT_SSL_VERIFYHOST, c->tls_verify ? 2L : 0L);
+  }
+  curl_easy_setopt(r->easy, CURLOPT_CONNECT_ONLY, 1L);
+  curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+  CURLcode rc = curl_easy_perform(r->easy);
+  if (rc != CURLE_OK) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "cannot reach the Docker daemon at %s: %s", c->host,
+             curl_easy_strerror(rc));
+    raw_close(r);
+    return raw_fail(L, msg, rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "unreachable");
+  }
+  curl_easy_getinfo(r->easy, CURLINFO_ACTIVESOCKET, &r->fd);
+
+  /* the request head and body */
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  lua_pushfstring(L, "%s %s HTTP/1.1\r\nHost: docker\r\nUser-Agent: cpdocker/" CP_VERSION
+                     "\r\nContent-Type: application/json\r\nConnection: Upgrade\r\n"
+                     "Upgrade: tcp\r\nContent-Length: %d\r\n\r\n",
+                  method, path, (int)blen);
+  luaL_addvalue(&b);
+  luaL_addlstring(&b, body, blen);
+  luaL_pushresult(&b);
+  size_t rlen;
+  const char *req = lua_tolstring(L, -1, &rlen);
+  char err[512];
+  if (raw_send_all(r, req, rlen, timeout, err, sizeof err) != 0) {
+    raw_close(r);
+    return raw_fail(L, err, "unreachable");
+  }
+  lua_pop(L, 1);
+
+  /* the response head */
+  char buf[8192];
+  cp_buf head = {0};
+  const char *end = NULL;
+  while (!end) {
+    long n = raw_recv(r, buf, sizeof buf, timeout, err, sizeof err);
+    if (n == -2) snprintf(err, sizeof err, "timed out waiting for the Docker daemon to answer");
+    if (n <= 0) {
+      cp_buf_free(&head);
+      raw_close(r);
+      return raw_fail(L, n == 0 ? "the Docker daemon closed the connection" : err,
+                      n == -2 ? "timeout" : "unreachable");
+    }
+    if (cp_buf_append(&head, buf, (size_t)n) != 0 || head.len > 65536) {
+      cp_buf_free(&head);
+      raw_close(r);
+      return raw_fail(L, "response head too large", "protocol");
+    }
+    end = strstr(head.data, "\r\n\r\n");
+  }
+  long status = 0;
+  sscanf(head.data, "HTTP/%*s %ld", &status);
+  size_t hlen = (size_t)(end + 4 - head.data);
+  if (head.len > hlen) cp_buf_append(&r->pending, head.data + hlen, head.len - hlen);
+  if (status != 101 && status != 200) {
+    /* an error: the rest of the body (short) has the daemon's message */
+    long n;
+    while (r->pending.len < 65536 &&
+           (n = raw_recv(r, buf, sizeof buf, 2000, err, sizeof err)) > 0)
+      cp_buf_append(&r->pending, buf, (size_t)n);
+    char text[512], msg[600];
+    cp_error_text(r->pending.data, r->pending.len, text, sizeof text);
+    snprintf(msg, sizeof msg, "Docker daemon: %s", text[0] ? text : "unexpected answer");
+    cp_buf_free(&head);
+    raw_close(r);
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    lua_pushstring(L, status ? cp_status_code(status) : "protocol");
+    lua_pushinteger(L, status);
+    return 4;
+  }
+  cp_buf_free(&head);
+  lua_settop(L, ud);
+  return 1;
+}
+
+static int l_raw_write(lua_State *L) {
+  lraw *r = raw_check(L);
+  size_t n;
+  const char *p = luaL_checklstring(L, 2, &n);
+  char err[256];
+  if (raw_send_all(r, p, n, -1, err, sizeof err) != 0) return raw_fail(L, err, "unreachable");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_raw_close_write(lua_State *L) {
+  lraw *r = raw_check(L);
+  shutdown(r->fd, SHUT_WR);
+  return 0;
+}
+
+static int l_raw_read(lua_State *L) {
+  lraw *r = raw_check(L);
+  long timeout = lua_isnoneornil(L, 2) ? -1 : (long)(luaL_checknumber(L, 2) * 1000.0);
+  if (r->pending.len > 0) {
+    lua_pushlstring(L, r->pending.data, r->pending.len);
+    r->pending.len = 0;
+    return 1;
+  }
+  if (r->eof) {
+    lua_pushnil(L);
+    return 1;
+  }
+  char buf[65536], err[256];
+  long n = raw_recv(r, buf, sizeof buf, timeout, err, sizeof err);
+  if (n == -2) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (n < 0) return raw_fail(L, err, cp_interrupted ? "interrupted" : "unreachable");
+  if (n == 0) {
+    r->eof = 1;
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_pushlstring(L, buf, (size_t)n);
+  return 1;
+}
+
+void cp_open_raw(lua_State *L) {
+  static const luaL_Reg methods[] = {{"write", l_raw_write}, {"close_write", l_raw_close_write},
+                                     {"read", l_raw_read},   {"close", l_raw_gc},
+                                     {NULL, NULL}};
+  luaL_newmetatable(L, RAW_MT);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_raw_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, l_raw_gc);
+  lua_setfield(L, -2, "__close");
+  lua_pop(L, 1);
+  /* the client's method */
+  luaL_getmetatable(L, "ctrlplane.docker.client");
+  lua_getfield(L, -1, "__index");
+  lua_pushcfunction(L, l_hijack);
+  lua_setfield(L, -2, "hijack");
+  lua_pop(L, 2);
+}
