@@ -58,8 +58,11 @@ describe("exec", function()
   end)
 
   it("runs in the service asked for", function()
-    local res = assert(p:exec(id, {command = {"hostname"}, service = "side"}))
-    assert.are.equal("side\n", res.stdout)
+    local cmdline = {"sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"}
+    local res = assert(p:exec(id, {command = cmdline, service = "side"}))
+    assert.matches("while true", res.stdout) -- the sidecar's own command
+    local web = assert(p:exec(id, {command = cmdline}))
+    assert.matches("httpd", web.stdout)
   end)
 
   it("gives a clear error for a service that is not running", function()

@@ -162,12 +162,13 @@ describe("releases", function()
   it("deploys with zero downtime: a sibling requesting the service by name sees no failure", function()
     local id = new_id("zerodt")
     local req = projects.three(id)
-    req.services[2].health_check = {path = "/index.html", port = 8080, interval = "500ms", retries = 3}
+    req.services[2].health_check = {path = "/index.html", port = 8080, interval = "500ms",
+      timeout = "10s", retries = 3}
     assert(p:provision(req))
     -- the prober lives in the project's network: traffic stays inside it
     local prober = "cp-" .. id .. "-prober"
-    local loop = "i=0; while [ $i -lt 600 ]; do if timeout 2 wget -q -O /dev/null http://web:8080/index.html;"
-      .. " then echo ok; else echo FAIL; fi; i=$((i+1)); sleep 0.02; done; echo finished"
+    local loop = "i=0; while [ $i -lt 600 ]; do if timeout 5 wget -q -O /dev/null http://web:8080/index.html;"
+      .. " then echo ok; else echo FAIL; fi; i=$((i+1)); sleep 0.05; done; echo finished"
     local _, rc = helper.sh(string.format("docker run -d --name %s --network cp-%s-net "
       .. "--label ctrlplane.project=cp-%s %s sh -c '%s' >/dev/null", prober, id, id, helper.IMAGE1, loop))
     assert.are.equal(0, rc)

@@ -94,6 +94,8 @@ function config.resolve(opts, getenv)
   if not cfg.start_grace then return nil, err end
   cfg.drain, err = number_setting(opts, getenv, "drain", "CP_DOCKER_DRAIN", 1)
   if not cfg.drain then return nil, err end
+  cfg.subnet_pool = nonempty(opts.subnet_pool) or nonempty(getenv("CP_DOCKER_SUBNET_POOL"))
+    or "10.213.0.0/16"
   cfg.network = nonempty(opts.network) or nonempty(getenv("CP_DOCKER_NETWORK"))
   cfg.registry = nonempty(opts.registry) or nonempty(getenv("CP_DOCKER_REGISTRY"))
   cfg.publish_address = nonempty(opts.publish_address)

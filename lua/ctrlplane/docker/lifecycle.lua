@@ -169,7 +169,7 @@ local function healthcheck(hc)
 end
 
 -- The body of POST /containers/create for one service (replica n of it).
-local function container_body(cfg, inst, svc, release, replica, history)
+local function container_body(cfg, inst, svc, release, replica, history, no_alias)
   local labels = {}
   for k, v in pairs(inst.labels or {}) do labels[k] = v end
   for k, v in pairs(svc.annotations or {}) do labels[k] = v end
@@ -219,13 +219,15 @@ local function container_body(cfg, inst, svc, release, replica, history)
   if res.memory_mb and res.memory_mb > 0 then host.Memory = res.memory_mb * 1048576 end
 
   local body = {
+    -- no Hostname: Docker makes the hostname a network alias, and the
+    -- service alias must stay under the runtime's control (start-first)
     Image = image_ref(cfg, svc.image),
-    Hostname = svc.name,
     Env = env,
     Labels = labels,
     ExposedPorts = exposed,
     HostConfig = host,
-    NetworkingConfig = {EndpointsConfig = {[net] = {Aliases = {svc.name}}}},
+    NetworkingConfig = {EndpointsConfig = {[net] = no_alias and json.object({})
+      or {Aliases = {svc.name}}}},
   }
   if svc.command and #svc.command > 0 then body.Entrypoint = svc.command end
   if svc.args and #svc.args > 0 then body.Cmd = svc.args end
@@ -316,6 +318,51 @@ local function ensure_images(ctx, images)
   return true
 end
 
+-- IPv4 "a.b.c.d/n" -> first address as an integer, prefix length.
+local function parse_cidr(cidr)
+  local a, b, c, d, n = tostring(cidr):match("^(%d+)%.(%d+)%.(%d+)%.(%d+)/(%d+)$")
+  if not a then return nil end
+  return ((tonumber(a) << 24) | (tonumber(b) << 16) | (tonumber(c) << 8) | tonumber(d)),
+    tonumber(n)
+end
+
+local function overlaps(a, alen, b, blen)
+  local len = math.min(alen, blen)
+  local mask = len == 0 and 0 or ((0xffffffff << (32 - len)) & 0xffffffff)
+  return (a & mask) == (b & mask)
+end
+
+-- Subnets (/24) of the pool not used by any network the daemon has: the
+-- project network gets an explicit subnet so a retiring container can keep
+-- its address (see replace_units).
+local function free_subnets(ctx, want)
+  local base, plen = parse_cidr(ctx.cfg.subnet_pool)
+  if not base or plen > 24 then return {} end
+  local nets = ctx.eng:get("/networks") or {}
+  local used = {}
+  for _, n in ipairs(type(nets) == "table" and nets or {}) do
+    for _, c in ipairs((n.IPAM or {}).Config or {}) do
+      local ub, ul = parse_cidr(c.Subnet)
+      if ub then used[#used + 1] = {ub, ul} end
+    end
+  end
+  local out = {}
+  local count = 1 << (24 - plen)
+  local start = math.random(0, count - 1) -- spread concurrent callers
+  for k = 0, count - 1 do
+    local cand = base + (((start + k) % count) << 8)
+    local clash = false
+    for _, u in ipairs(used) do
+      if overlaps(cand, 24, u[1], u[2]) then clash = true break end
+    end
+    if not clash then
+      out[#out + 1] = string.format("%d.%d.%d.0/24", cand >> 24, (cand >> 16) & 255, (cand >> 8) & 255)
+      if #out >= want then break end
+    end
+  end
+  return out
+end
+
 local function ensure_network(ctx)
   local name = project.network_name(ctx.inst.instance_id)
   local net, err, code = ctx.eng:get("/networks/" .. seg(name))
@@ -328,12 +375,21 @@ local function ensure_network(ctx)
     return true
   end
   if code ~= "not_found" then return fail("inspecting network " .. name .. ": " .. err, code) end
-  local created, cerr, ccode = ctx.eng:post("/networks/create", nil, {
+  local body = {
     Name = name, Driver = "bridge", CheckDuplicate = true,
     Labels = {[LABEL.instance] = ctx.inst.instance_id,
       [LABEL.project] = project.name(ctx.inst.instance_id),
       [LABEL.tenant] = ctx.inst.tenant_id or ""},
-  })
+  }
+  -- an explicit subnet from the pool; a clash with a concurrent caller
+  -- moves on to the next free one, and without any the daemon picks
+  local candidates = free_subnets(ctx, 4)
+  local created, cerr, ccode
+  for i = 1, #candidates + 1 do
+    body.IPAM = candidates[i] and {Driver = "default", Config = {{Subnet = candidates[i]}}} or nil
+    created, cerr, ccode = ctx.eng:post("/networks/create", nil, body)
+    if created or not (cerr or ""):lower():find("overlap", 1, true) then break end
+  end
   if not created then return fail("creating network " .. name .. ": " .. cerr, ccode) end
   ctx.created_network = created.Id or name
   return true
@@ -395,7 +451,8 @@ local function create_containers(ctx, units)
     u = unit_of(ctx, u)
     units[i] = u
     calls[i] = {method = "POST", path = "/containers/create", query = {name = u.cname},
-      body = container_body(ctx.cfg, ctx.inst, u.spec, ctx.release, u.replica, ctx.history)}
+      body = container_body(ctx.cfg, ctx.inst, u.spec, ctx.release, u.replica, ctx.history,
+        u.no_alias)}
   end
   local ids, first_err, first_code = {}, nil, nil
   for i, r in ipairs(ctx.eng:batch(calls)) do
@@ -1017,6 +1074,7 @@ local function replace_units(p, ctx, units, after_each)
       local old = retired[i]
       eng:post("/containers/" .. seg(old.id) .. "/rename", {name = old.name})
       if old.disconnected then
+        eng:post("/networks/" .. seg(net) .. "/disconnect", nil, {Container = old.id, Force = true})
         eng:post("/networks/" .. seg(net) .. "/connect", nil,
           {Container = old.id, EndpointConfig = {Aliases = {old.service}}})
       end
@@ -1050,28 +1108,56 @@ local function replace_units(p, ctx, units, after_each)
         if not ok then return restore("deploy of service " .. s.name .. " failed: " .. err, code) end
       end
     else
-      -- start-first: the new container under a temporary name, same alias
-      local nu = {spec = s, replica = u.replica, key = u.key,
+      -- start-first: the new container under a temporary name and without
+      -- the service alias, so nobody is sent to it before it is ready
+      local nu = {spec = s, replica = u.replica, key = u.key, no_alias = true,
         cname = string.format("%s-next-%s", u.cname, stamp)}
       local ids, err, code = create_containers(ctx, {nu})
       if not ids then return restore(err, code) end
-      local ok
+      local ok, info
       ok, err, code = start_containers(ctx, {u.key}, ids)
       if not ok then return restore(err, code) end
-      ok, err, code = wait_ready(ctx, ids, {[u.key] = s})
-      if not ok then return restore("deploy of service " .. s.name .. " failed: " .. err, code) end
+      info, err, code = wait_ready(ctx, ids, {[u.key] = s})
+      if not info then return restore("deploy of service " .. s.name .. " failed: " .. err, code) end
       if u.grace and u.grace > 0 and not s.health_check then
         -- no health check: it must keep running for the grace period
         core.sleep(u.grace)
-        ok, err, code = wait_ready(ctx, ids, {[u.key] = s})
-        if not ok then return restore("deploy of service " .. s.name .. " failed: " .. err, code) end
+        info, err, code = wait_ready(ctx, ids, {[u.key] = s})
+        if not info then return restore("deploy of service " .. s.name .. " failed: " .. err, code) end
       end
-      -- take the old one out of the name's rotation, let requests drain, stop it
+      -- ready: into the name's rotation, at the address it has
+      local nc = info[u.key]
+      local new_ip = nc and nc.NetworkSettings and nc.NetworkSettings.Networks
+        and nc.NetworkSettings.Networks[net] and nc.NetworkSettings.Networks[net].IPAddress
+      local endpoint = {Aliases = {s.name}}
+      if new_ip and new_ip ~= "" then endpoint.IPAMConfig = {IPv4Address = new_ip} end
+      local moved, merr, mcode = eng:post("/networks/" .. seg(net) .. "/disconnect", nil,
+        {Container = ids[u.key], Force = true})
+      if moved then
+        moved, merr, mcode = eng:post("/networks/" .. seg(net) .. "/connect", nil,
+          {Container = ids[u.key], EndpointConfig = endpoint})
+        if not moved and endpoint.IPAMConfig then -- a network without an explicit subnet
+          endpoint.IPAMConfig = nil
+          moved, merr, mcode = eng:post("/networks/" .. seg(net) .. "/connect", nil,
+            {Container = ids[u.key], EndpointConfig = endpoint})
+        end
+      end
+      if not moved then return restore("adding service " .. u.key .. " to its network: " .. merr, mcode) end
+      -- take the old one out of the name's rotation: off the network, then
+      -- back on at the same address without the alias, so a client that
+      -- resolved the name a moment ago still reaches it while it drains
+      local old_ip = old.NetworkSettings and old.NetworkSettings.Networks
+        and old.NetworkSettings.Networks[net] and old.NetworkSettings.Networks[net].IPAddress
       local done, rerr, rcode = eng:post("/networks/" .. seg(net) .. "/disconnect", nil,
         {Container = old.Id, Force = true})
       if not done then return restore("retiring service " .. u.key .. ": " .. rerr, rcode) end
       retired[#retired + 1] = {id = old.Id, name = u.cname, running = was_running, service = s.name,
         disconnected = true}
+      if old_ip and old_ip ~= "" then
+        -- needs the network's explicit subnet; without it the old address is simply gone
+        eng:post("/networks/" .. seg(net) .. "/connect", nil,
+          {Container = old.Id, EndpointConfig = {IPAMConfig = {IPv4Address = old_ip}}})
+      end
       if u.drain and u.drain > 0 then core.sleep(u.drain) end
       done, rerr, rcode = eng:post("/containers/" .. seg(old.Id) .. "/rename", {name = retire_name})
       if not done then return restore("retiring service " .. u.key .. ": " .. rerr, rcode) end
