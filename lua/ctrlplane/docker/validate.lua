@@ -228,6 +228,7 @@ local function check_service(errs, f, s, seen_names)
           if type(proto) == "string" then proto = proto:lower() end
           if proto ~= "tcp" and proto ~= "udp" then
             errs:add(pf .. ".protocol", "must be tcp or udp (got %s)", show(p.protocol))
+            proto = "tcp" -- reported above; keeps the checks below well-typed
           end
           port.protocol = proto
           out.ports[#out.ports + 1] = port
