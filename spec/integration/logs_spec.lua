@@ -194,6 +194,14 @@ describe("logs", function()
       assert.are.same({"db", "web"}, services)
     end)
 
+    it("follows with -f until interrupted, then exits 0", function()
+      run("web", "main", "i=0; while [ $i -lt 100 ]; do echo tick-$i; i=$((i+1)); sleep 0.1; done",
+        {keep_running = true})
+      local out, rc = helper.sh("timeout --preserve-status -s INT 1.5 ./cpdocker logs -f " .. id)
+      assert.are.equal(0, rc)
+      assert.matches("^tick%-0\ntick%-1\n", out)
+    end)
+
     it("exits 1 on failure and 2 on a usage error", function()
       local out, rc = helper.cpdocker("logs " .. id)
       assert.are.equal(1, rc)
