@@ -21,6 +21,7 @@ describe("logs", function()
     local name = "cp-" .. id .. "-" .. service
     local body = json.encode({
       Image = helper.IMAGE1, Tty = opts.tty or false, Cmd = {"sh", "-c", cmd},
+      HostConfig = opts.log_driver and {LogConfig = {Type = opts.log_driver}} or nil,
       Labels = {["ctrlplane.project"] = "cp-" .. id, ["ctrlplane.instance"] = id,
         ["ctrlplane.service"] = service, ["ctrlplane.role"] = role,
         ["ctrlplane.test"] = "logs_spec"},
@@ -83,6 +84,40 @@ describe("logs", function()
     assert.are.same({"hello stdout", "hello stderr", "", ("x"):rep(40000), "tab\there \"quote\"",
       "err line 2", "no newline at end"}, lines(events))
     for _, e in ipairs(events) do assert.are.equal("stdout", e.stream) end
+  end)
+
+  it("keeps bytes that are not UTF-8 (local driver), and JSON stays valid", function()
+    run("web", "main", 'printf "bad \\377\\376 end\\n"; head -c 40000 /dev/zero | tr "\\000" y; echo',
+      {log_driver = "local"})
+    local events = assert(assert(p:logs(id)):collect(10))
+    assert.are.same({"bad \255\254 end", ("y"):rep(40000)}, lines(events))
+    local text = helper.sh("./cpdocker --json logs " .. id)
+    local first = text:match("^[^\n]+")
+    assert.are.equal("bad \u{FFFD}\u{FFFD} end", cjson.decode(first).line)
+    local raw = helper.sh("./cpdocker logs " .. id)
+    assert.are.equal("bad \255\254 end\n", raw:match("^[^\n]*\n"))
+  end)
+
+  it("cuts a line longer than the cap into partial events, and prints it whole", function()
+    run("web", "main", 'head -c 1200000 /dev/zero | tr "\\000" z; echo; echo after')
+    local events = assert(assert(p:logs(id)):collect(20))
+    assert.are.equal(3, #events)
+    assert.are.equal(1048576, #events[1].line)
+    assert.is_true(events[1].partial)
+    assert.are.equal(1200000 - 1048576, #events[2].line)
+    assert.is_nil(events[2].partial)
+    assert.are.equal(events[1].ts, events[2].ts)
+    assert.are.equal("after", events[3].line)
+    local out = helper.sh("./cpdocker logs " .. id)
+    assert.are.equal(("z"):rep(1200000) .. "\nafter\n", out)
+  end)
+
+  it("reports a logging driver that cannot be read", function()
+    run("web", "main", "echo hi", {log_driver = "none"})
+    local none, err, code = p:logs(id)
+    assert.is_nil(none)
+    assert.is_string(code)
+    assert.matches("cp%-" .. id:gsub("%-", "%%-") .. "%-web: .*does not support reading", err)
   end)
 
   it("reads the main service by default, one service or all of them merged", function()
