@@ -16,7 +16,7 @@ build = {
   type = "builtin",
   modules = {
     ["ctrlplane.docker.core"] = {
-      sources = {"runtime/http.c", "runtime/lcore.c"},
+      sources = {"runtime/http.c", "runtime/lcore.c", "runtime/demux.c", "runtime/ldemux.c"},
       libraries = {"curl"},
       incdirs = {"$(CURL_INCDIR)", "runtime"},
       libdirs = {"$(CURL_LIBDIR)"},
@@ -26,6 +26,8 @@ build = {
     ["ctrlplane.docker.config"] = "lua/ctrlplane/docker/config.lua",
     ["ctrlplane.docker.engine"] = "lua/ctrlplane/docker/engine.lua",
     ["ctrlplane.docker.json"] = "lua/ctrlplane/docker/json.lua",
+    ["ctrlplane.docker.logs"] = "lua/ctrlplane/docker/logs.lua",
+    ["ctrlplane.docker.cli_logs"] = "lua/ctrlplane/docker/cli_logs.lua",
     ["ctrlplane.docker.util"] = "lua/ctrlplane/docker/util.lua",
   },
 }
