@@ -7,6 +7,7 @@
 --     follow = true,          -- stay open for new lines
 --     tail = 100,             -- the last N lines of each container; 0 or absent: all
 --     since = "10m",          -- RFC 3339 time, Unix seconds, or a duration ago ("5s", "1h30m")
+--     max_line = 1048576,     -- cap on one event's line (the default, core.demux_max_line)
 --   })
 --   while true do
 --     local ev, e2, c2 = logs:next(1.0)  -- event | false (timeout) | nil (end) | nil, msg, code
@@ -17,8 +18,8 @@
 --
 -- The byte work (frames, timestamps, 16 KiB pieces joined, TTY streams) is
 -- core.demux in C; this file picks the containers and interleaves them.
--- Several containers are read at once and their events come in the order
--- they arrive. A line longer than core.demux_max_line (1 MiB) comes out as
+-- Several containers are read at once; without follow their events are
+-- merged by time, with follow they come in the order they arrive. A line longer than core.demux_max_line (1 MiB) comes out as
 -- several events, each but the last with partial = true.
 local core = require("ctrlplane.docker.core")
 local engine = require("ctrlplane.docker.engine")
