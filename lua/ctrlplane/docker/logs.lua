@@ -19,8 +19,9 @@
 -- The byte work (frames, timestamps, 16 KiB pieces joined, TTY streams) is
 -- core.demux in C; this file picks the containers and interleaves them.
 -- Several containers are read at once; without follow their events are
--- merged by time, with follow they come in the order they arrive. A line longer than core.demux_max_line (1 MiB) comes out as
--- several events, each but the last with partial = true.
+-- merged by time, with follow they come in the order they arrive. A line
+-- longer than core.demux_max_line (1 MiB) comes out as several events, each
+-- but the last with partial = true.
 local core = require("ctrlplane.docker.core")
 local engine = require("ctrlplane.docker.engine")
 local project = require("ctrlplane.docker.project")
