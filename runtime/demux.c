@@ -99,12 +99,13 @@ static int line_reserve(cp_demux_line *ln, size_t extra) {
   return 0;
 }
 
-/* Appends n content bytes that contain no line end to stream s, emitting
- * max_line pieces as the cap is reached. */
+/* Appends n content bytes that contain no line end to stream s. A piece of
+ * exactly max_line bytes goes out (partial) once the line is known to be
+ * longer than that, so a line of exactly max_line bytes is one event. */
 static int append(cp_demux *d, feed_ctx *f, int s, const char *p, size_t n) {
   cp_demux_line *ln = &d->lines[s];
   size_t cap = d->o.max_line;
-  while (ln->len + n >= cap && n > 0) {
+  while (ln->len + n > cap) {
     size_t room = cap - ln->len;
     if (ln->len == 0) {
       deliver(d, f, s, ln->ts, ln->ts_len, p, room, 1);
@@ -127,8 +128,8 @@ static int append(cp_demux *d, feed_ctx *f, int s, const char *p, size_t n) {
 /* End of a line: the buffered bytes plus n more from p. */
 static int end_line(cp_demux *d, feed_ctx *f, int s, const char *p, size_t n) {
   cp_demux_line *ln = &d->lines[s];
-  if (ln->len + n >= d->o.max_line && n > 0) {
-    int r = append(d, f, s, p, n); /* emits the full pieces */
+  if (ln->len + n > d->o.max_line) {
+    int r = append(d, f, s, p, n); /* emits the full pieces, keeps the rest */
     if (r) return r;
     p = NULL;
     n = 0;

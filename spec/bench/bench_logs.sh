@@ -24,6 +24,7 @@ cleanup() {
   rm -f "$capture"
 }
 trap cleanup EXIT
+calc() { awk "BEGIN { printf \"%.6f\", $* }"; } # arithmetic without bc
 export LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="build/?.so;;"
 
 cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -o build/bench/demux_bench spec/bench/demux_bench.c runtime/demux.c
@@ -36,53 +37,61 @@ docker create --name "$name" --label "ctrlplane.project=cp-$id" --label "ctrlpla
 t0=$(date +%s.%N)
 docker start "$name" >/dev/null
 timeout 600 docker wait "$name" >/dev/null
-echo "bench_logs: log written in $(echo "$(date +%s.%N) - $t0" | bc) s"
+echo "bench_logs: log written in $(calc "$(date +%s.%N) - $t0") s"
 
 API="http://localhost/v1.41/containers/$name/logs?stdout=1&stderr=1&timestamps=1"
 curl -sf --unix-socket "$SOCK" "$API" -o "$capture"
 size=$(stat -c %s "$capture")
 
-# best of REPEAT wall-clock seconds of a command (its output discarded)
+# best of REPEAT runs of a command (output discarded): "wall-seconds cpu-seconds"
+# (cpu = user + system of the command itself, "-" without /usr/bin/time)
 best() {
-  local b=""
+  local b="" bcpu="-" tf
+  tf=$(mktemp)
   for _ in $(seq 1 "$REPEAT"); do
-    local s e t
+    local s e t c="-"
     s=$(date +%s.%N)
-    "$@" >/dev/null 2>&1
+    if [ -x /usr/bin/time ]; then
+      /usr/bin/time -f "%U %S" -o "$tf" "$@" >/dev/null 2>&1
+      c=$(awk 'END { printf "%.2f", $1 + $2 }' "$tf")
+    else
+      "$@" >/dev/null 2>&1
+    fi
     e=$(date +%s.%N)
-    t=$(echo "$e - $s" | bc)
-    if [ -z "$b" ] || [ "$(echo "$t < $b" | bc)" = 1 ]; then b=$t; fi
+    t=$(calc "$e - $s")
+    if [ -z "$b" ] || [ "$(calc "$t < $b")" != 0.000000 ]; then b=$t bcpu=$c; fi
   done
-  echo "$b"
+  rm -f "$tf"
+  echo "$b $bcpu"
 }
-row() { # name seconds baseline-seconds
-  printf '  %-36s %7.2f s  %7.1f MB/s  %5.2fx %s\n' "$1" "$2" "$(echo "$size / $2 / 1000000" | bc -l)" \
-    "$(echo "$2 / $3" | bc -l)" "$4"
+row() { # name seconds baseline-seconds [note]
+  printf '  %-32s %7.2f s %8.1f MB/s  %5.2fx %s\n' "$1" "$2" "$(calc "$size / $2 / 1000000")" \
+    "$(calc "$2 / $3")" "${4:-}"
 }
 
 echo "bench_logs: stream of $size bytes (timestamps on); best of $REPEAT runs"
-t_curl=$(best curl -sf --unix-socket "$SOCK" "$API" -o /dev/null)
-t_docker=$(best docker logs -t "$name")
-t_text=$(best ./cpdocker logs "$id")
-t_json=$(best ./cpdocker --json logs "$id")
+read -r t_curl c_curl < <(best curl -sf --unix-socket "$SOCK" "$API" -o /dev/null)
+read -r t_docker c_docker < <(best docker logs -t "$name")
+read -r t_text c_text < <(best ./cpdocker logs "$id")
+read -r t_json c_json < <(best ./cpdocker --json logs "$id")
 read -r _ api_events t_api < <(lua5.4 spec/bench/logs_bench.lua api "$id")
-echo "end to end (ratio: time / curl into /dev/null)"
-row "curl (baseline)" "$t_curl" "$t_curl" ""
-row "docker logs -t" "$t_docker" "$t_curl" ""
-row "cpdocker logs" "$t_text" "$t_curl" "($(printf '%.2f' "$(echo "$t_text / $t_docker" | bc -l)")x docker logs)"
-row "cpdocker --json logs" "$t_json" "$t_curl" "($(printf '%.2f' "$(echo "$t_json / $t_docker" | bc -l)")x docker logs)"
-row "Lua API, table per line" "$t_api" "$t_curl" "($api_events events)"
+echo "end to end (ratio: time / curl into /dev/null; cpu: user+system of the client)"
+row "curl (baseline)" "$t_curl" "$t_curl" "cpu $c_curl s"
+row "docker logs -t" "$t_docker" "$t_curl" "cpu $c_docker s"
+row "cpdocker logs" "$t_text" "$t_curl" "cpu $c_text s; $(printf '%.2f' "$(calc "$t_text / $t_docker")")x docker logs"
+row "cpdocker --json logs" "$t_json" "$t_curl" "cpu $c_json s; $(printf '%.2f' "$(calc "$t_json / $t_docker")")x docker logs"
+row "Lua API, table per line" "$t_api" "$t_curl" "$api_events events"
 
 read -r _ c_events t_c < <(./build/bench/demux_bench "$capture" plain 3)
 read -r _ cj_events t_cj < <(./build/bench/demux_bench "$capture" json 3)
 read -r _ lt_events t_lt < <(lua5.4 spec/bench/logs_bench.lua offline "$capture" tables)
 read -r _ lj_events t_lj < <(lua5.4 spec/bench/logs_bench.lua offline "$capture" json)
-go_ref=$(echo "$size / 150000000" | bc -l) # the reference Go demux: ~150 MB/s (DESIGN §7)
+go_ref=$(calc "$size / 150000000") # the reference Go demux: ~150 MB/s (DESIGN §7)
 echo "offline on the captured stream (ratio: time / the Go reference demux at 150 MB/s)"
-row "C demux, events counted" "$t_c" "$go_ref" "($c_events events)"
-row "C demux + JSON lines" "$t_cj" "$go_ref" "($cj_events events)"
-row "core.demux feed, Lua tables" "$t_lt" "$go_ref" "($lt_events events)"
-row "core.demux render, JSON lines" "$t_lj" "$go_ref" "($lj_events events)"
+row "C demux, events counted" "$t_c" "$go_ref" "$c_events events"
+row "C demux + JSON lines" "$t_cj" "$go_ref" "$cj_events events"
+row "core.demux feed, Lua tables" "$t_lt" "$go_ref" "$lt_events events"
+row "core.demux render, JSON lines" "$t_lj" "$go_ref" "$lj_events events"
 
 fail=0
 for n in "$api_events" "$c_events" "$cj_events" "$lt_events" "$lj_events"; do

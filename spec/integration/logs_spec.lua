@@ -21,6 +21,7 @@ describe("logs", function()
     local name = "cp-" .. id .. "-" .. service
     local body = json.encode({
       Image = helper.IMAGE1, Tty = opts.tty or false, Cmd = {"sh", "-c", cmd},
+      HostConfig = opts.log_driver and {LogConfig = {Type = opts.log_driver}} or nil,
       Labels = {["ctrlplane.project"] = "cp-" .. id, ["ctrlplane.instance"] = id,
         ["ctrlplane.service"] = service, ["ctrlplane.role"] = role,
         ["ctrlplane.test"] = "logs_spec"},
@@ -85,6 +86,40 @@ describe("logs", function()
     for _, e in ipairs(events) do assert.are.equal("stdout", e.stream) end
   end)
 
+  it("keeps bytes that are not UTF-8 (local driver), and JSON stays valid", function()
+    run("web", "main", 'printf "bad \\377\\376 end\\n"; head -c 40000 /dev/zero | tr "\\000" y; echo',
+      {log_driver = "local"})
+    local events = assert(assert(p:logs(id)):collect(10))
+    assert.are.same({"bad \255\254 end", ("y"):rep(40000)}, lines(events))
+    local text = helper.sh("./cpdocker --json logs " .. id)
+    local first = text:match("^[^\n]+")
+    assert.are.equal("bad \u{FFFD}\u{FFFD} end", cjson.decode(first).line)
+    local raw = helper.sh("./cpdocker logs " .. id)
+    assert.are.equal("bad \255\254 end\n", raw:match("^[^\n]*\n"))
+  end)
+
+  it("cuts a line longer than the cap into partial events, and prints it whole", function()
+    run("web", "main", 'head -c 1200000 /dev/zero | tr "\\000" z; echo; echo after')
+    local events = assert(assert(p:logs(id)):collect(20))
+    assert.are.equal(3, #events)
+    assert.are.equal(1048576, #events[1].line)
+    assert.is_true(events[1].partial)
+    assert.are.equal(1200000 - 1048576, #events[2].line)
+    assert.is_nil(events[2].partial)
+    assert.are.equal(events[1].ts, events[2].ts)
+    assert.are.equal("after", events[3].line)
+    local out = helper.sh("./cpdocker logs " .. id)
+    assert.are.equal(("z"):rep(1200000) .. "\nafter\n", out)
+  end)
+
+  it("reports a logging driver that cannot be read", function()
+    run("web", "main", "echo hi", {log_driver = "none"})
+    local none, err, code = p:logs(id)
+    assert.is_nil(none)
+    assert.is_string(code)
+    assert.matches("cp%-" .. id:gsub("%-", "%%-") .. "%-web: .*does not support reading", err)
+  end)
+
   it("reads the main service by default, one service or all of them merged", function()
     run("web", "main", "echo web-1; echo web-2")
     run("logger", "sidecar", "echo logger-1")
@@ -94,9 +129,12 @@ describe("logs", function()
       lines(assert(assert(p:logs(id, {service_name = "logger"})):collect(10))))
     local all = assert(assert(p:logs(id, {all = true})):collect(10))
     local seen = {}
-    for _, e in ipairs(all) do seen[#seen + 1] = e.service .. ":" .. e.line end
-    table.sort(seen)
-    assert.are.same({"logger:logger-1", "setup:setup-1", "web:web-1", "web:web-2"}, seen)
+    for i, e in ipairs(all) do
+      seen[#seen + 1] = e.service .. ":" .. e.line
+      if i > 1 then assert.is_true(all[i - 1].ts <= e.ts) end
+    end
+    -- merged by time: the containers ran one after another
+    assert.are.same({"web:web-1", "web:web-2", "logger:logger-1", "setup:setup-1"}, seen)
   end)
 
   it("honours tail and since", function()
@@ -183,15 +221,21 @@ describe("logs", function()
       run("web", "main", "echo from-web")
       run("db", "sidecar", "echo from-db")
       local out = helper.sh("./cpdocker logs " .. id .. " --all")
-      local got = {}
-      for line in out:gmatch("[^\n]+") do got[#got + 1] = line end
-      table.sort(got)
-      assert.are.same({"db  | from-db", "web | from-web"}, got)
+      -- merged by time: web ran first
+      assert.are.equal("web | from-web\ndb  | from-db\n", out)
       local text = helper.sh("./cpdocker logs " .. id .. " --all --json")
       local services = {}
       for line in text:gmatch("[^\n]+") do services[#services + 1] = cjson.decode(line).service end
       table.sort(services)
       assert.are.same({"db", "web"}, services)
+    end)
+
+    it("follows with -f until interrupted, then exits 0", function()
+      run("web", "main", "i=0; while [ $i -lt 100 ]; do echo tick-$i; i=$((i+1)); sleep 0.1; done",
+        {keep_running = true})
+      local out, rc = helper.sh("timeout --preserve-status -s INT 1.5 ./cpdocker logs -f " .. id)
+      assert.are.equal(0, rc)
+      assert.matches("^tick%-0\ntick%-1\n", out)
     end)
 
     it("exits 1 on failure and 2 on a usage error", function()

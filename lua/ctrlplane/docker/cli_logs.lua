@@ -4,12 +4,50 @@
 -- services are merged). The formatting of each line is done in C
 -- (core.demux's render) so a large log streams at the daemon's pace.
 local core = require("ctrlplane.docker.core")
+local json = require("ctrlplane.docker.json")
 
 local M = {}
 local usage_error -- cli.usage_error, set by install
 
 -- colours for service prefixes on a terminal, like docker-compose
 local COLOURS = {"36", "33", "32", "35", "34", "31"}
+
+-- Several services without --follow: the events come merged by time as
+-- Lua tables and are formatted here (the same bytes the C renderer writes).
+local function print_ordered(ctx, stream, fmt)
+  local outs, cont = {}, {}
+  local function flush()
+    if #outs > 0 then ctx.stdout:write(table.concat(outs)) end
+    outs = {}
+  end
+  while true do
+    local ev, err = stream:next()
+    if not ev then
+      flush()
+      if err then return ctx:fail(err) end
+      return 0
+    end
+    if fmt.json then
+      outs[#outs + 1] = json.encode(ev) .. "\n"
+    else
+      local key = ev.service .. "\0" .. ev.stream
+      local text = ev.line .. (ev.partial and "" or "\n")
+      if not cont[key] then
+        text = (fmt.prefix and fmt.prefix(ev.service) or "")
+          .. (fmt.timestamps and ev.ts and (ev.ts .. " ") or "") .. text
+      end
+      cont[key] = ev.partial
+      if ev.stream == "stdout" then
+        outs[#outs + 1] = text
+      else
+        flush()
+        ctx.stdout:flush()
+        ctx.stderr:write(text)
+      end
+    end
+    if #outs >= 1024 then flush() end
+  end
+end
 
 local function run(ctx, args, opts)
   local id = args[1]
@@ -42,6 +80,11 @@ local function run(ctx, args, opts)
       return prefixes[service]
     end
   end
+  if stream.ordered then
+    local status = print_ordered(ctx, stream, fmt)
+    stream:close()
+    return status
+  end
   if follow then core.catch_interrupts(true) end
   local status = 0
   while true do
@@ -73,7 +116,8 @@ function M.install(cli)
     help = [[
 options:
   --service NAME   one service of the instance (default: the main service)
-  --all            every service, merged as lines arrive, each line prefixed by its service
+  --all            every service, each line prefixed by its service; merged by
+                   time (with --follow: as lines arrive)
   -f, --follow     keep printing new lines until interrupted (Ctrl-C)
   --tail N         only the last N lines of each container (0 or all: every line)
   --since TIME     only lines after TIME: RFC 3339 (2024-05-01T10:00:00Z), Unix

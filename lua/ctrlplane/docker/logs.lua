@@ -7,6 +7,7 @@
 --     follow = true,          -- stay open for new lines
 --     tail = 100,             -- the last N lines of each container; 0 or absent: all
 --     since = "10m",          -- RFC 3339 time, Unix seconds, or a duration ago ("5s", "1h30m")
+--     max_line = 1048576,     -- cap on one event's line (the default, core.demux_max_line)
 --   })
 --   while true do
 --     local ev, e2, c2 = logs:next(1.0)  -- event | false (timeout) | nil (end) | nil, msg, code
@@ -17,9 +18,10 @@
 --
 -- The byte work (frames, timestamps, 16 KiB pieces joined, TTY streams) is
 -- core.demux in C; this file picks the containers and interleaves them.
--- Several containers are read at once and their events come in the order
--- they arrive. A line longer than core.demux_max_line (1 MiB) comes out as
--- several events, each but the last with partial = true.
+-- Several containers are read at once; without follow their events are
+-- merged by time, with follow they come in the order they arrive. A line
+-- longer than core.demux_max_line (1 MiB) comes out as several events, each
+-- but the last with partial = true.
 local core = require("ctrlplane.docker.core")
 local engine = require("ctrlplane.docker.engine")
 local project = require("ctrlplane.docker.project")
@@ -178,25 +180,27 @@ LogStream.__index = LogStream
 M.LogStream = LogStream
 
 -- sources: {service, container, stream, demux, done}
-local function new_stream(client, sources, merged)
-  return setmetatable({client = client, sources = sources, merged = merged, queue = {},
-    head = 1, turn = 0}, LogStream)
+-- ordered: merge the sources by time (streams that end: follow = false)
+local function new_stream(client, sources, merged, ordered)
+  return setmetatable({client = client, sources = sources, merged = merged, ordered = ordered,
+    queue = {}, head = 1, turn = 0}, LogStream)
 end
 
-local function live_sources(self)
+local function live_sources(self, want)
   local live = {}
   for _, src in ipairs(self.sources) do
-    if not src.done then live[#live + 1] = src end
+    if not src.done and (not want or want(src)) then live[#live + 1] = src end
   end
   return live
 end
 
 -- Waits for sources with bytes (or an end) and hands each chunk to
--- consume(src, chunk) (chunk nil: the source ended). Returns true, false
+-- consume(src, chunk) (chunk nil: the source ended). Only sources for which
+-- want(src) is true are read, when want is given. Returns true, false
 -- (timeout), nil (all ended) or nil, message, code.
-function LogStream:_pull(timeout, consume)
+function LogStream:_pull(timeout, consume, want)
   if self.failed then return nil, self.failed[1], self.failed[2] end
-  local live = live_sources(self)
+  local live = live_sources(self, want)
   if #live == 0 then return nil end
   local ready
   if #live == 1 then
@@ -238,10 +242,52 @@ function LogStream:_pull(timeout, consume)
   return true
 end
 
+-- Merging by time: each source has its own queue, and the earliest head
+-- is given out once every source still open has one (or has ended).
+function LogStream:_next_ordered(deadline)
+  while true do
+    local best, waiting = nil, false
+    for _, src in ipairs(self.sources) do
+      local q = src.queue
+      if q and src.head <= #q then
+        if not best or (q[src.head].ts or "") < (best.queue[best.head].ts or "") then best = src end
+      elseif not src.done then
+        waiting = true
+      end
+    end
+    if best and not waiting then
+      local ev = best.queue[best.head]
+      best.queue[best.head] = nil
+      best.head = best.head + 1
+      return ev
+    end
+    if not best and not waiting then return nil end
+    local left = deadline and math.max(0, deadline - core.clock())
+    local ok, err, code = self:_pull(left, function(src, chunk)
+      if not src.queue or src.head > #src.queue then src.queue, src.head = {}, 1 end
+      local q = src.queue
+      local start = #q + 1
+      local events, e2, c2
+      if chunk then
+        events, e2, c2 = src.demux:feed(chunk, q)
+      else
+        events, e2, c2 = src.demux:finish(q)
+      end
+      if not events then return nil, e2, c2 end
+      for i = start, #q do q[i].service = src.service end
+      return true
+    end, function(src) -- only the sources the merge waits for
+      return not src.queue or src.head > #src.queue
+    end)
+    if not ok then return ok, err, code end
+  end
+end
+
 -- The next event: a table | false (timeout) | nil (end) | nil, message, code.
 -- timeout in seconds; nil waits as long as it takes.
 function LogStream:next(timeout)
   local deadline = timeout and core.clock() + timeout
+  if self.ordered then return self:_next_ordered(deadline) end
   while true do
     local q = self.queue
     if self.head <= #q then
@@ -367,7 +413,7 @@ local function logs(self, instance_id, opts)
       demux = core.demux({timestamps = true, max_line = opts.max_line})}
   end
   local merged = #sources > 1
-  return new_stream(self.engine.client, sources, merged)
+  return new_stream(self.engine.client, sources, merged, merged and not opts.follow)
 end
 
 function M.install(docker)
