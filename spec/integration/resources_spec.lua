@@ -353,6 +353,16 @@ describe("resources", function()
       assert.are.equal(2, docs[2].containers)
     end)
 
+    it("top ends cleanly on Ctrl-C (SIGINT), exit 0", function()
+      local out = helper.sh("./cpdocker top " .. id .. " > /dev/null 2>&1 & p=$!; "
+        .. "(sleep 20; kill -KILL $p 2>/dev/null) & w=$!; sleep 3; kill -INT $p; "
+        .. "t0=$(date +%s%N); wait $p; rc=$?; t1=$(date +%s%N); kill $w 2>/dev/null; "
+        .. "echo \"rc=$rc ms=$(( (t1 - t0) / 1000000 ))\"")
+      local rc, ms = out:match("rc=(%d+) ms=(%d+)")
+      assert.are.equal("0", rc, out)
+      assert.is_true(tonumber(ms) < 1500, "top took " .. ms .. " ms to stop")
+    end)
+
     it("exits 1 for an unknown instance and 2 for bad options", function()
       local out, rc = helper.cpdocker("resources " .. helper.instance_id("nope"))
       assert.are.equal(1, rc)
