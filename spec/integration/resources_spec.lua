@@ -161,8 +161,16 @@ describe("resources", function()
     local id, p
     setup(function()
       id = helper.instance_id("res")
+      -- db fills its buffer before the heavily weighted busy container starts
+      local db = run(id, "db", MEM64)
+      local s = core.sampler(c)
+      local deadline = core.clock() + 15
+      repeat
+        local r = s:fetch({db}, {one_shot = true})
+        local used = r and r[db].memory_used or 0
+      until used >= 64 * 1024 * 1024 or core.clock() > deadline
+      s:close()
       run(id, "web", BUSY)
-      run(id, "db", MEM64)
       run(id, "logger", IDLE, "sidecar")
       p = provider()
     end)
