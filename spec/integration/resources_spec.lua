@@ -363,7 +363,7 @@ describe("resources", function()
 
     it("top ends cleanly on Ctrl-C (SIGINT), exit 0", function()
       local out = helper.sh("./cpdocker top " .. id .. " > /dev/null 2>&1 & p=$!; "
-        .. "(sleep 20; kill -KILL $p 2>/dev/null) & w=$!; sleep 3; kill -INT $p; "
+        .. "(sleep 20; kill -KILL $p) >/dev/null 2>&1 & w=$!; sleep 3; kill -INT $p; "
         .. "t0=$(date +%s%N); wait $p; rc=$?; t1=$(date +%s%N); kill $w 2>/dev/null; "
         .. "echo \"rc=$rc ms=$(( (t1 - t0) / 1000000 ))\"")
       local rc, ms = out:match("rc=(%d+) ms=(%d+)")

@@ -298,12 +298,15 @@ function M.install(docker)
       provider = self, id = instance_id, relist = opts.relist or 2,
       sampler = core.sampler(self.engine.client, {ring = opts.ring or 8}),
     }, Monitor)
+    -- events first, then the listing: a container starting in between is
+    -- seen by one or the other
+    mon:_open_events()
     local lok, err, code = mon:refresh()
     if not lok then
+      if mon.events then mon.events:close() end
       mon.sampler:close()
       return nil, err, code
     end
-    mon:_open_events()
     self._monitors[instance_id] = mon
     return mon
   end
