@@ -675,8 +675,10 @@ static int l_catch_interrupts(lua_State *L) {
 }
 
 static int l_interrupted(lua_State *L) {
+  int reset = lua_toboolean(L, 1); /* read before the push: with no argument the
+                                      pushed result would land at index 1 */
   lua_pushboolean(L, cp_interrupted != 0);
-  if (lua_toboolean(L, 1)) cp_interrupted = 0; /* core.interrupted(true) also resets */
+  if (reset) cp_interrupted = 0; /* core.interrupted(true) also resets */
   return 1;
 }
 

@@ -241,7 +241,7 @@ int cp_sampler_fetch(cp_sampler *s, cp_client *c, const char *const *ids, size_t
   size_t k = 0;
   for (size_t i = 0; i < n; i++) {
     cp_sampler_entry *e = cp_sampler_add(s, ids[i]);
-    if (!e) continue;
+    if (!e || e->mark) continue; /* out of memory, or listed twice */
     if (e->x && e->mode == CP_FETCH_STREAM && e->x->client == c && !e->x->done) continue;
     if (smp_start(c, e, mode) != 0) {
       smp_fail(e, "out_of_memory", "cannot create a transfer", 0);

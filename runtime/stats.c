@@ -234,7 +234,11 @@ static int scan_string(stats_scan *s, const char **str, size_t *len) {
       s->err = "control character in a string";
       return -1;
     }
-    if (*q == '\\') q++;
+    if (*q == '\\') {
+      if (s->end - q < 2) break; /* a lone backslash at the end */
+      q += 2;
+      continue;
+    }
     q++;
   }
   if (q >= s->end) {

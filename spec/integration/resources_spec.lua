@@ -161,8 +161,16 @@ describe("resources", function()
     local id, p
     setup(function()
       id = helper.instance_id("res")
+      -- db fills its buffer before the heavily weighted busy container starts
+      local db = run(id, "db", MEM64)
+      local s = core.sampler(c)
+      local deadline = core.clock() + 15
+      repeat
+        local r = s:fetch({db}, {one_shot = true})
+        local used = r and r[db].memory_used or 0
+      until used >= 64 * 1024 * 1024 or core.clock() > deadline
+      s:close()
       run(id, "web", BUSY)
-      run(id, "db", MEM64)
       run(id, "logger", IDLE, "sidecar")
       p = provider()
     end)
@@ -351,6 +359,16 @@ describe("resources", function()
       for line in out:gmatch("[^\n]+") do docs[#docs + 1] = assert(json.decode(line)) end
       assert.are.equal(2, #docs)
       assert.are.equal(2, docs[2].containers)
+    end)
+
+    it("top ends cleanly on Ctrl-C (SIGINT), exit 0", function()
+      local out = helper.sh("./cpdocker top " .. id .. " > /dev/null 2>&1 & p=$!; "
+        .. "(sleep 20; kill -KILL $p) >/dev/null 2>&1 & w=$!; sleep 3; kill -INT $p; "
+        .. "t0=$(date +%s%N); wait $p; rc=$?; t1=$(date +%s%N); kill $w 2>/dev/null; "
+        .. "echo \"rc=$rc ms=$(( (t1 - t0) / 1000000 ))\"")
+      local rc, ms = out:match("rc=(%d+) ms=(%d+)")
+      assert.are.equal("0", rc, out)
+      assert.is_true(tonumber(ms) < 1500, "top took " .. ms .. " ms to stop")
     end)
 
     it("exits 1 for an unknown instance and 2 for bad options", function()

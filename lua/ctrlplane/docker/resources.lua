@@ -157,7 +157,9 @@ function Monitor:refresh()
   end
   self.members = members
   self.listed_at = core.clock()
-  self.sampler:watch(running_ids(members))
+  self.watched = running_ids(members)
+  self.sampler:watch(self.watched)
+  self.watched_at = self.listed_at
   self.dirty = false
   return true
 end
@@ -184,6 +186,10 @@ function Monitor:poll(wait)
   if self.dirty then
     local ok, err, code = self:refresh()
     if not ok then return nil, err, code end
+  elseif self.sampler:live() < #self.watched and core.clock() - self.watched_at >= 1 then
+    -- a stats stream ended (daemon hiccup, idle timeout): reopen it, at most once a second
+    self.sampler:watch(self.watched)
+    self.watched_at = core.clock()
   end
   local n, err, code = self.sampler:pump(wait or 0)
   if not n then return nil, err, code end
@@ -298,12 +304,15 @@ function M.install(docker)
       provider = self, id = instance_id, relist = opts.relist or 2,
       sampler = core.sampler(self.engine.client, {ring = opts.ring or 8}),
     }, Monitor)
+    -- events first, then the listing: a container starting in between is
+    -- seen by one or the other
+    mon:_open_events()
     local lok, err, code = mon:refresh()
     if not lok then
+      if mon.events then mon.events:close() end
       mon.sampler:close()
       return nil, err, code
     end
-    mon:_open_events()
     self._monitors[instance_id] = mon
     return mon
   end
