@@ -16,7 +16,8 @@ build = {
   type = "builtin",
   modules = {
     ["ctrlplane.docker.core"] = {
-      sources = {"runtime/http.c", "runtime/lcore.c"},
+      sources = {"runtime/http.c", "runtime/lcore.c",
+        "runtime/stats.c", "runtime/sampler.c", "runtime/lstats.c"},
       libraries = {"curl"},
       incdirs = {"$(CURL_INCDIR)", "runtime"},
       libdirs = {"$(CURL_LIBDIR)"},
@@ -27,5 +28,7 @@ build = {
     ["ctrlplane.docker.engine"] = "lua/ctrlplane/docker/engine.lua",
     ["ctrlplane.docker.json"] = "lua/ctrlplane/docker/json.lua",
     ["ctrlplane.docker.util"] = "lua/ctrlplane/docker/util.lua",
+    ["ctrlplane.docker.resources"] = "lua/ctrlplane/docker/resources.lua",
+    ["ctrlplane.docker.cli_resources"] = "lua/ctrlplane/docker/cli_resources.lua",
   },
 }
