@@ -125,7 +125,8 @@ end
 local function running_ids(members)
   local ids = {}
   for _, c in ipairs(members) do
-    if c.State == "running" then ids[#ids + 1] = c.Id end
+    -- a paused container still holds its memory: sample it too
+    if c.State == "running" or c.State == "paused" then ids[#ids + 1] = c.Id end
   end
   return ids
 end
