@@ -21,7 +21,9 @@ describe("logs", function()
     local name = "cp-" .. id .. "-" .. service
     local body = json.encode({
       Image = helper.IMAGE1, Tty = opts.tty or false, Cmd = {"sh", "-c", cmd},
-      HostConfig = opts.log_driver and {LogConfig = {Type = opts.log_driver}} or nil,
+      -- no network: logs need none, and the bridge is not this spec's business
+      HostConfig = {NetworkMode = "none",
+        LogConfig = opts.log_driver and {Type = opts.log_driver} or nil},
       Labels = {["ctrlplane.project"] = "cp-" .. id, ["ctrlplane.instance"] = id,
         ["ctrlplane.service"] = service, ["ctrlplane.role"] = role,
         ["ctrlplane.test"] = "logs_spec"},
