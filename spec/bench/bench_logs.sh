@@ -33,7 +33,7 @@ line=$(printf '%079d' 0 | tr 0 a) # 79 characters + "\n"
 echo "bench_logs: writing $LINES lines of 80 bytes ($((LINES * 80 / 1000000)) MB) into a container log"
 docker create --name "$name" --label "ctrlplane.project=cp-$id" --label "ctrlplane.instance=$id" \
   --label ctrlplane.service=web --label ctrlplane.role=main --label ctrlplane.test=bench \
-  cpdocker-test/busybox:1 sh -c "yes $line | head -n $LINES" >/dev/null
+  --network none cpdocker-test/busybox:1 sh -c "yes $line | head -n $LINES" >/dev/null
 t0=$(date +%s.%N)
 docker start "$name" >/dev/null
 timeout 600 docker wait "$name" >/dev/null
