@@ -18,7 +18,7 @@
 #define CP_API_MIN "1.41"
 
 /* A stream stops reading from the socket once this much is buffered. */
-#define CP_STREAM_HIGH_WATER (1024u * 1024u)
+#define CP_STREAM_HIGH_WATER (256u * 1024u)
 
 typedef struct cp_buf {
   char *data;

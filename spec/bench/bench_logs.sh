@@ -93,6 +93,20 @@ row "C demux + JSON lines" "$t_cj" "$go_ref" "$cj_events events"
 row "core.demux feed, Lua tables" "$t_lt" "$go_ref" "$lt_events events"
 row "core.demux render, JSON lines" "$t_lj" "$go_ref" "$lj_events events"
 
+# peak resident memory of the client over the whole log
+rss_kb="-"
+if [ -x /usr/bin/time ]; then
+  rss_kb=$( { /usr/bin/time -f "%M" ./cpdocker --json logs "$id" >/dev/null; } 2>&1 | tail -1)
+  echo "peak RSS of cpdocker --json logs over the whole log: $(calc "$rss_kb / 1024") MB"
+fi
+
+verdict() { [ "$(calc "($1)")" != 0.000000 ] && echo ok || echo MISSED; }
+echo "targets"
+echo "  C demux + JSON >= 1 GB/s: $(calc "$size / $t_cj / 1e9") GB/s ($(verdict "$size / $t_cj >= 1e9"))"
+echo "  cpdocker --json logs <= 1.05x curl: $(calc "$t_json / $t_curl")x ($(verdict "$t_json <= 1.05 * $t_curl"))"
+echo "  cpdocker --json logs faster than docker logs: $(calc "$t_json / $t_docker")x ($(verdict "$t_json < $t_docker"))"
+[ "$rss_kb" != "-" ] && echo "  peak RSS < 16 MB: $(calc "$rss_kb / 1024") MB ($(verdict "$rss_kb < 16384"))"
+
 fail=0
 for n in "$api_events" "$c_events" "$cj_events" "$lt_events" "$lj_events"; do
   [ "$n" = "$LINES" ] || { echo "bench_logs: expected $LINES events, got $n"; fail=1; }

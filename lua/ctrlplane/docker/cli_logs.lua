@@ -50,6 +50,9 @@ local function print_ordered(ctx, stream, fmt)
 end
 
 local function run(ctx, args, opts)
+  -- every chunk makes short-lived strings: collect them young, so memory
+  -- stays flat whatever the size of the log
+  collectgarbage("generational")
   local id = args[1]
   if opts.service and opts.all then
     return usage_error("--service and --all cannot be used together")
