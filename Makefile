@@ -24,6 +24,8 @@ LUA_LIBS  = $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 CORE_SRC = runtime/http.c runtime/lcore.c runtime/demux.c runtime/ldemux.c
 # stats parsing and formulas, the concurrent/persistent sampler, their Lua bindings
 CORE_SRC += runtime/stats.c runtime/sampler.c runtime/lstats.c
+# cross-process per-instance locks (flock) and their Lua binding
+CORE_SRC += runtime/lock.c runtime/llock.c
 BUILD   ?= build
 CORE_OBJ = $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o)
 HDRS     = $(wildcard runtime/*.h)

@@ -24,4 +24,7 @@ struct cp_client *cp_lua_client(lua_State *L, int idx);
  * table at the top of the stack. */
 void cp_open_stats(lua_State *L);
 
+/* core.lock, cross-process per-name locks (llock.c). */
+void cp_open_lock(lua_State *L);
+
 #endif
