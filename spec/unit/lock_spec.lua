@@ -149,14 +149,14 @@ describe("locking (per-instance serialization of provider operations)", function
   it("is re-entrant within one Lua state and released after an error", function()
     local cfg = {lock_dir = DIR, lock_timeout = 0.2}
     do
-      local g <close> = assert(locking.acquire(cfg, "inst_r"))
+      local g <close> = assert(locking.acquire(cfg, "inst_r")) -- luacheck: ignore 211
       assert.is_true(locking.holds(cfg, "inst_r"))
-      local inner <close> = assert(locking.acquire(cfg, "inst_r"))
+      local inner <close> = assert(locking.acquire(cfg, "inst_r")) -- luacheck: ignore 211
       assert.is_true(locking.holds(cfg, "inst_r"))
     end
     assert.is_false(locking.holds(cfg, "inst_r"))
     assert.has_error(function()
-      local g <close> = assert(locking.acquire(cfg, "inst_r"))
+      local g <close> = assert(locking.acquire(cfg, "inst_r")) -- luacheck: ignore 211
       error("boom")
     end)
     assert.is_false(locking.holds(cfg, "inst_r"))
