@@ -124,7 +124,7 @@ describe("concurrent callers", function()
 
   it("a held instance does not hold up another; a waiter gives up with 'busy'", function()
     local a, afile = new_instance("ccla")
-    local b, bfile = new_instance("cclb")
+    local _, bfile = new_instance("cclb")
     local lock = assert(core.lock("/run/lock/ctrlplane-docker", a))
     local r = run_together({{args = "provision " .. afile}, {args = "provision " .. bfile}},
       "CP_DOCKER_LOCK_TIMEOUT=2s")
