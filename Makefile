@@ -37,7 +37,7 @@ LIB_SO   = build/libctrlplane-docker.so
 
 .PHONY: all setup test unit demo bench check asan clean install fuzz
 
-all: cpdocker $(MODULE) $(LIB_A) $(LIB_SO) build/embed-example
+all: cpdocker $(MODULE) $(LIB_A) $(LIB_SO) build/embed-example build/http_faultd
 
 $(BUILD)/obj/%.o: runtime/%.c $(HDRS) runtime/include/ctrlplane_docker.h
 	@mkdir -p $(dir $@)
@@ -56,6 +56,11 @@ $(LIB_SO): $(LIB_OBJ)
 build/embed-example: examples/embed_example.c $(LIB_A) runtime/include/ctrlplane_docker.h
 	$(CC) $(CFLAGS) -Iruntime/include -o $@ examples/embed_example.c $(LIB_A) \
 	  $(LDFLAGS) $(LUA_LIBS) $(CURL_LIBS) -lm -ldl
+
+# a misbehaving HTTP server on a unix socket, for the transport's fault specs
+build/http_faultd: spec/support/http_faultd.c
+	@mkdir -p build
+	$(CC) -std=c11 -O1 -g $(WARN) -o $@ $<
 
 $(MODULE): $(CORE_OBJ)
 	@mkdir -p $(dir $@)
