@@ -367,6 +367,7 @@ const char *cp_xfer_error_code(const cp_xfer *x) {
   case CURLE_GOT_NOTHING:
   case CURLE_SEND_ERROR:
   case CURLE_RECV_ERROR:
+  case CURLE_PARTIAL_FILE: /* the connection closed mid-response: the daemon went away */
     return "unreachable";
   case CURLE_OPERATION_TIMEDOUT: return "timeout";
   case CURLE_ABORTED_BY_CALLBACK: return "interrupted";
@@ -398,7 +399,10 @@ void cp_xfer_error_message(const cp_xfer *x, char *out, size_t outlen) {
              strerror((int)os_errno));
     detail = sys;
   }
-  if (x->too_large)
+  if (x->result == CURLE_PARTIAL_FILE)
+    snprintf(out, outlen, "cannot reach the Docker daemon at %s: the connection closed in the "
+             "middle of a response (%s)", host, detail);
+  else if (x->too_large)
     snprintf(out, outlen, "response from the Docker daemon at %s is larger than %zu bytes; "
              "request aborted", host, x->client ? x->client->max_body : (size_t)0);
   else if (x->result == CURLE_OUT_OF_MEMORY && !x->headers_done)

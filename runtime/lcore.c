@@ -13,9 +13,9 @@
  *
  * Failures of the daemon or the transport return nil, message, code with a
  * stable code; wrong argument types raise. Transport codes: unreachable
- * (cannot connect, or the connection dropped), timeout, protocol (the peer
- * answered, but not in well-formed HTTP: truncated body, broken chunking,
- * garbage), too_large (a plain response over opts.max_body bytes, default
+ * (cannot connect, or the connection dropped, even mid-response), timeout,
+ * protocol (the peer answered, but not in well-formed HTTP: broken
+ * chunking, bad status line, garbage), too_large (a plain response over opts.max_body bytes, default
  * 256 MiB), tls, interrupted; HTTP statuses map to not_found, conflict, ...
  */
 #include "http.h"
