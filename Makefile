@@ -35,7 +35,7 @@ LIB_OBJ  = $(CORE_OBJ) build/obj/host.o build/obj/embed.o
 LIB_A    = build/libctrlplane-docker.a
 LIB_SO   = build/libctrlplane-docker.so
 
-.PHONY: all setup test unit demo bench check asan clean install fuzz
+.PHONY: all setup test unit demo bench check asan asan-all clean install fuzz
 
 all: cpdocker $(MODULE) $(LIB_A) $(LIB_SO) build/embed-example build/http_faultd
 
@@ -114,6 +114,22 @@ asan:
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  CP_CORE_CPATH="build/asan/?.so" bash spec/support/run-tests.sh --unit
+
+# The whole suite (unit and integration) under ASan + UBSan: busted runs in
+# an instrumented interpreter (spec/support/asan_lua.c) that loads the
+# instrumented C core, and the specs' ./cpdocker is the instrumented host.
+# Leaks are checked at the exit of every process (detect_leaks=1).
+asan-all:
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g" SAN="$(ASAN_FLAGS)" \
+	  build/asan/ctrlplane/docker/core.so build/asan/cpdocker build/asan/asan_lua
+	@bash spec/support/asan-all.sh
+
+$(BUILD)/cpdocker: $(BUILD)/obj/cpdocker.o $(BUILD)/obj/host.o $(CORE_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(CURL_LIBS) -lm -ldl
+
+$(BUILD)/asan_lua: spec/support/asan_lua.c
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LUA_LIBS) -lm -ldl
 
 clean:
 	rm -rf build cpdocker
