@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # A private, throw-away Docker daemon for the daemon-fault specs, beside the
 # shared one (which is never touched): its own socket, data root, exec root
-# (its own containerd), cgroup parent, address pool and default bridge
-# (cpfault0, made here); no iptables rules. The test image is copied in from
-# the main daemon.
-#
-# Never start it with --bridge none: dockerd 20.10 then DELETES the host's
-# docker0 interface (removeDefaultBridgeInterface), which belongs to the
-# shared daemon.
+# (its own containerd), cgroup parent, and its OWN NETWORK NAMESPACE
+# (unshare --net), so nothing it does to bridges and links can reach the
+# host's: dockerd 20.10 deletes an interface named docker0 when started with
+# --bridge none, and again when restarted on an existing data root, which
+# outside a namespace is the shared daemon's bridge. Its socket is a file,
+# reachable from the host namespace. The test image is copied in from the
+# main daemon.
 #
 #   fault_daemon.sh start    start it (or keep the running one); prints the socket URL
 #   fault_daemon.sh stop     stop it (TERM, then KILL after 20 s); keeps its data
@@ -21,8 +21,6 @@ SOCK=$ROOT/docker.sock
 PIDFILE=$ROOT/docker.pid
 LOG=$ROOT/dockerd.log
 IMAGE=${CP_FAULT_IMAGE:-cpdocker-test/busybox:1}
-BRIDGE=cpfault0
-BRIDGE_CIDR=10.214.0.1/24
 
 answers() {
   curl -s --max-time 2 --unix-socket "$SOCK" http://localhost/_ping 2>/dev/null | grep -q OK
@@ -38,13 +36,11 @@ running_pid() {
 start() {
   if answers; then echo "unix://$SOCK"; return 0; fi
   mkdir -p "$ROOT/exec" "$DATA"
-  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
-    ip link add name "$BRIDGE" type bridge && ip addr add "$BRIDGE_CIDR" dev "$BRIDGE" &&
-      ip link set "$BRIDGE" up || { echo "fault_daemon: cannot create bridge $BRIDGE" >&2; return 1; }
-  fi
   # --shutdown-timeout: containers get 2 s on stop, so an outage starts quickly
-  setsid dockerd --host "unix://$SOCK" --data-root "$DATA" --exec-root "$ROOT/exec" \
-    --pidfile "$PIDFILE" --bridge "$BRIDGE" --iptables=false --ip-masq=false --ip 127.0.0.1 \
+  # unshare execs sh, which execs dockerd: the pid in the pidfile is dockerd's
+  setsid unshare --net -- sh -c 'ip link set lo up && exec dockerd "$@"' dockerd \
+    --host "unix://$SOCK" --data-root "$DATA" --exec-root "$ROOT/exec" \
+    --pidfile "$PIDFILE" --iptables=false --ip-masq=false --ip 127.0.0.1 \
     --cgroup-parent /cpdocker-fault --default-address-pool base=10.213.0.0/16,size=24 \
     --shutdown-timeout 2 >>"$LOG" 2>&1 </dev/null &
   for _ in $(seq 1 150); do # 30 s
@@ -117,7 +113,6 @@ case "${1:-}" in
     grep -q " $DATA" /proc/mounts && awk -v r="$DATA" '$2 ~ "^"r {print $2}' /proc/mounts |
       sort -r | xargs -r -n1 umount -l 2>/dev/null
     rm -rf "$DATA" "$ROOT"
-    ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
     ;;
   status) answers ;;
   *) echo "usage: $0 start|stop|crash|destroy|status" >&2; exit 2 ;;
