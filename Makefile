@@ -35,7 +35,7 @@ LIB_OBJ  = $(CORE_OBJ) build/obj/host.o build/obj/embed.o
 LIB_A    = build/libctrlplane-docker.a
 LIB_SO   = build/libctrlplane-docker.so
 
-.PHONY: all setup test unit demo bench check asan asan-all clean install fuzz
+.PHONY: all setup test unit demo bench check asan asan-all valgrind clean install fuzz
 
 all: cpdocker $(MODULE) $(LIB_A) $(LIB_SO) build/embed-example build/http_faultd
 
@@ -124,6 +124,13 @@ asan-all:
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g" SAN="$(ASAN_FLAGS)" \
 	  build/asan/ctrlplane/docker/core.so build/asan/cpdocker build/asan/asan_lua
 	@bash spec/support/asan-all.sh
+
+# The transport's fault specs and the lock specs under valgrind (no
+# definitely lost bytes, no memory errors): about a minute.
+valgrind: all
+	@command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+	valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 \
+	  lua5.4 /usr/bin/busted --ignore-lua spec/unit/http_faults_spec.lua spec/unit/lock_spec.lua
 
 $(BUILD)/cpdocker: $(BUILD)/obj/cpdocker.o $(BUILD)/obj/host.o $(CORE_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(CURL_LIBS) -lm -ldl
