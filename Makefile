@@ -26,6 +26,8 @@ CORE_SRC = runtime/http.c runtime/lcore.c runtime/demux.c runtime/ldemux.c
 CORE_SRC += runtime/stats.c runtime/sampler.c runtime/lstats.c
 # hijacked connections (exec with stdin)
 CORE_SRC += runtime/lraw.c
+# cross-process per-instance locks (flock) and their Lua binding
+CORE_SRC += runtime/lock.c runtime/llock.c
 BUILD   ?= build
 CORE_OBJ = $(CORE_SRC:runtime/%.c=$(BUILD)/obj/%.o)
 HDRS     = $(wildcard runtime/*.h)
@@ -35,9 +37,9 @@ LIB_OBJ  = $(CORE_OBJ) build/obj/host.o build/obj/embed.o
 LIB_A    = build/libctrlplane-docker.a
 LIB_SO   = build/libctrlplane-docker.so
 
-.PHONY: all setup test unit demo bench check asan clean install fuzz
+.PHONY: all setup test unit demo bench check asan asan-all valgrind clean install fuzz
 
-all: cpdocker $(MODULE) $(LIB_A) $(LIB_SO) build/embed-example
+all: cpdocker $(MODULE) $(LIB_A) $(LIB_SO) build/embed-example build/http_faultd
 
 $(BUILD)/obj/%.o: runtime/%.c $(HDRS) runtime/include/ctrlplane_docker.h
 	@mkdir -p $(dir $@)
@@ -56,6 +58,11 @@ $(LIB_SO): $(LIB_OBJ)
 build/embed-example: examples/embed_example.c $(LIB_A) runtime/include/ctrlplane_docker.h
 	$(CC) $(CFLAGS) -Iruntime/include -o $@ examples/embed_example.c $(LIB_A) \
 	  $(LDFLAGS) $(LUA_LIBS) $(CURL_LIBS) -lm -ldl
+
+# a misbehaving HTTP server on a unix socket, for the transport's fault specs
+build/http_faultd: spec/support/http_faultd.c
+	@mkdir -p build
+	$(CC) -std=c11 -O1 -g $(WARN) -o $@ $<
 
 $(MODULE): $(CORE_OBJ)
 	@mkdir -p $(dir $@)
@@ -109,6 +116,29 @@ asan:
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  CP_CORE_CPATH="build/asan/?.so" bash spec/support/run-tests.sh --unit
+
+# The whole suite (unit and integration) under ASan + UBSan: busted runs in
+# an instrumented interpreter (spec/support/asan_lua.c) that loads the
+# instrumented C core, and the specs' ./cpdocker is the instrumented host.
+# Leaks are checked at the exit of every process (detect_leaks=1).
+asan-all:
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g" SAN="$(ASAN_FLAGS)" \
+	  build/asan/ctrlplane/docker/core.so build/asan/cpdocker build/asan/asan_lua
+	@bash spec/support/asan-all.sh
+
+# The transport's fault specs and the lock specs under valgrind (no
+# definitely lost bytes, no memory errors): about a minute.
+valgrind: all
+	@command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+	valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 \
+	  lua5.4 /usr/bin/busted --ignore-lua spec/unit/http_faults_spec.lua spec/unit/lock_spec.lua
+
+$(BUILD)/cpdocker: $(BUILD)/obj/cpdocker.o $(BUILD)/obj/host.o $(CORE_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(CURL_LIBS) -lm -ldl
+
+$(BUILD)/asan_lua: spec/support/asan_lua.c
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LUA_LIBS) -lm -ldl
 
 clean:
 	rm -rf build cpdocker

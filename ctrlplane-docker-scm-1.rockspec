@@ -18,7 +18,8 @@ build = {
   modules = {
     ["ctrlplane.docker.core"] = {
       sources = {"runtime/http.c", "runtime/lcore.c", "runtime/demux.c", "runtime/ldemux.c",
-        "runtime/stats.c", "runtime/sampler.c", "runtime/lstats.c", "runtime/lraw.c"},
+        "runtime/stats.c", "runtime/sampler.c", "runtime/lstats.c", "runtime/lraw.c",
+        "runtime/lock.c", "runtime/llock.c"},
       libraries = {"curl"},
       incdirs = {"runtime"},
     },
@@ -35,6 +36,7 @@ build = {
     ["ctrlplane.docker.graph"] = "lua/ctrlplane/docker/graph.lua",
     ["ctrlplane.docker.json"] = "lua/ctrlplane/docker/json.lua",
     ["ctrlplane.docker.lifecycle"] = "lua/ctrlplane/docker/lifecycle.lua",
+    ["ctrlplane.docker.locking"] = "lua/ctrlplane/docker/locking.lua",
     ["ctrlplane.docker.logs"] = "lua/ctrlplane/docker/logs.lua",
     ["ctrlplane.docker.policy"] = "lua/ctrlplane/docker/policy.lua",
     ["ctrlplane.docker.project"] = "lua/ctrlplane/docker/project.lua",

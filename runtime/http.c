@@ -90,6 +90,7 @@ cp_client *cp_client_new(const cp_client_opts *o, char *err, size_t errlen) {
   c->key = http_strdup(o->key);
   c->connect_timeout_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 2000;
   c->timeout_ms = o->timeout_ms >= 0 ? o->timeout_ms : 60000;
+  c->max_body = o->max_body ? o->max_body : CP_MAX_BODY_DEFAULT;
   if (o->api_version && *o->api_version)
     snprintf(c->api_version, sizeof c->api_version, "%s", o->api_version);
   c->multi = curl_multi_init();
@@ -137,6 +138,10 @@ static size_t http_on_body(char *p, size_t size, size_t nmemb, void *ud) {
   if (x->streaming && x->body.len >= CP_STREAM_HIGH_WATER) {
     x->paused = 1;
     return CURL_WRITEFUNC_PAUSE; /* curl keeps these bytes for later */
+  }
+  if (!x->streaming && x->client && x->body.len + n > x->client->max_body) {
+    x->too_large = 1;
+    return 0; /* aborts: write error */
   }
   if (cp_buf_append(&x->body, p, n) != 0) return 0; /* aborts: write error */
   return n;
@@ -342,7 +347,18 @@ int cp_client_drive(cp_client *c, cp_xfer **xs, size_t n, cp_ready_fn ready,
 
 /* ---- errors ----------------------------------------------------------- */
 
+/* A receive error without a system error is curl rejecting what it read
+ * (bad chunked framing): the peer answered, but not in HTTP. */
+static int http_framing_error(const cp_xfer *x) {
+  long os_errno = 0;
+  if (x->result != CURLE_RECV_ERROR || !x->easy) return 0;
+  if (curl_easy_getinfo(x->easy, CURLINFO_OS_ERRNO, &os_errno) != CURLE_OK) return 0;
+  return os_errno == 0 && x->headers.len > 0;
+}
+
 const char *cp_xfer_error_code(const cp_xfer *x) {
+  if (x->too_large) return "too_large";
+  if (http_framing_error(x)) return "protocol";
   switch (x->result) {
   case CURLE_OK: return NULL;
   case CURLE_COULDNT_CONNECT:
@@ -351,6 +367,7 @@ const char *cp_xfer_error_code(const cp_xfer *x) {
   case CURLE_GOT_NOTHING:
   case CURLE_SEND_ERROR:
   case CURLE_RECV_ERROR:
+  case CURLE_PARTIAL_FILE: /* the connection closed mid-response: the daemon went away */
     return "unreachable";
   case CURLE_OPERATION_TIMEDOUT: return "timeout";
   case CURLE_ABORTED_BY_CALLBACK: return "interrupted";
@@ -361,6 +378,8 @@ const char *cp_xfer_error_code(const cp_xfer *x) {
   case CURLE_SSL_CACERT_BADFILE:
     return "tls";
   case CURLE_OUT_OF_MEMORY:
+    /* curl 7.88 reports a response head line over its limit this way */
+    return x->headers_done ? "out_of_memory" : "protocol";
   case CURLE_WRITE_ERROR:
     return "out_of_memory";
   default: return "protocol";
@@ -380,7 +399,16 @@ void cp_xfer_error_message(const cp_xfer *x, char *out, size_t outlen) {
              strerror((int)os_errno));
     detail = sys;
   }
-  if (code && strcmp(code, "unreachable") == 0)
+  if (x->result == CURLE_PARTIAL_FILE)
+    snprintf(out, outlen, "cannot reach the Docker daemon at %s: the connection closed in the "
+             "middle of a response (%s)", host, detail);
+  else if (x->too_large)
+    snprintf(out, outlen, "response from the Docker daemon at %s is larger than %zu bytes; "
+             "request aborted", host, x->client ? x->client->max_body : (size_t)0);
+  else if (x->result == CURLE_OUT_OF_MEMORY && !x->headers_done)
+    snprintf(out, outlen, "Docker API transfer failed (%s): response head too large or "
+             "malformed (curl: %s)", host, detail);
+  else if (code && strcmp(code, "unreachable") == 0)
     snprintf(out, outlen, "cannot reach the Docker daemon at %s: %s", host, detail);
   else if (code && strcmp(code, "timeout") == 0)
     snprintf(out, outlen, "request to the Docker daemon at %s timed out: %s", host, detail);

@@ -36,7 +36,12 @@ typedef struct cp_client_opts {
   long connect_timeout_ms;
   long timeout_ms;           /* default total time of a plain request */
   const char *api_version;   /* force a version instead of negotiating */
+  size_t max_body;           /* cap on a plain (non-stream) response body; 0: default */
 } cp_client_opts;
+
+/* Default cap on a plain response body: a daemon (or something posing as
+ * one) sending an endless body fails the request instead of filling memory. */
+#define CP_MAX_BODY_DEFAULT (256u * 1024u * 1024u)
 
 typedef struct cp_xfer cp_xfer;
 
@@ -48,6 +53,7 @@ typedef struct cp_client {
   int tls_verify;
   char *ca, *cert, *key;
   long connect_timeout_ms, timeout_ms;
+  size_t max_body;
   char api_version[16]; /* "" until negotiated */
   long connections;     /* new connections opened so far */
   long transfers;       /* transfers finished so far */
@@ -68,6 +74,7 @@ struct cp_xfer {
   int active;           /* added to the multi and not finished */
   int headers_done;
   int done;
+  int too_large;        /* aborted: the body passed the client's max_body */
   CURLcode result;
   char errbuf[CURL_ERROR_SIZE];
 };

@@ -12,7 +12,11 @@
  *   stream:status(), stream:headers(), stream:close()
  *
  * Failures of the daemon or the transport return nil, message, code with a
- * stable code; wrong argument types raise.
+ * stable code; wrong argument types raise. Transport codes: unreachable
+ * (cannot connect, or the connection dropped, even mid-response), timeout,
+ * protocol (the peer answered, but not in well-formed HTTP: broken
+ * chunking, bad status line, garbage), too_large (a plain response over opts.max_body bytes, default
+ * 256 MiB), tls, interrupted; HTTP statuses map to not_found, conflict, ...
  */
 #include "http.h"
 #include "lcore.h"
@@ -355,6 +359,17 @@ static int l_client(lua_State *L) {
   o.connect_timeout_ms = opt_ms(L, 1, "connect_timeout", 2000);
   o.timeout_ms = opt_ms(L, 1, "timeout", 60000);
   o.api_version = opt_string(L, 1, "api_version");
+  if (lua_type(L, 1) == LUA_TTABLE) {
+    int ty = lua_getfield(L, 1, "max_body");
+    if (ty == LUA_TNUMBER) {
+      lua_Integer mb = lua_tointeger(L, -1);
+      if (mb <= 0) return luaL_error(L, "option 'max_body' must be a positive integer");
+      o.max_body = (size_t)mb;
+    } else if (ty != LUA_TNIL) {
+      return luaL_error(L, "option 'max_body' must be a number of bytes");
+    }
+    lua_pop(L, 1);
+  }
   lclient *lc = lua_newuserdatauv(L, sizeof *lc, 0);
   lc->c = NULL; /* closed until the resource exists */
   luaL_setmetatable(L, CLIENT_MT);
@@ -807,5 +822,6 @@ int luaopen_ctrlplane_docker_core(lua_State *L) {
   cp_open_demux(L);
   cp_open_stats(L);
   cp_open_raw(L);
+  cp_open_lock(L);
   return 1;
 }

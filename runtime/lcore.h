@@ -27,4 +27,7 @@ void cp_open_raw(lua_State *L);
  * table at the top of the stack. */
 void cp_open_stats(lua_State *L);
 
+/* core.lock, cross-process per-name locks (llock.c). */
+void cp_open_lock(lua_State *L);
+
 #endif

@@ -11,7 +11,8 @@ log=$(mktemp)
 # CP_CORE_CPATH points the specs at another build of the C core (make asan)
 extra=()
 [ -n "${CP_CORE_CPATH:-}" ] && extra+=(--cpath="$CP_CORE_CPATH")
-busted --lua=lua5.4 --run="$run" "${extra[@]}" 2>&1 | tee "$log"
+# CP_BUSTED_LUA runs busted in another interpreter (make asan-all)
+busted --lua="${CP_BUSTED_LUA:-lua5.4}" --run="$run" "${extra[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
 rm -f "$log"

@@ -5,10 +5,12 @@
 --
 -- opts keys (all optional): host, tls, tls_verify, cert_path, api_version,
 -- connect_timeout, timeout, network, registry, publish_address,
--- stop_timeout, init_timeout, policy_dir, scripts_dir, region, pull_policy.
+-- stop_timeout, init_timeout, policy_dir, scripts_dir, region, pull_policy,
+-- lock_dir, lock_timeout.
 local config = {}
 
 config.DEFAULT_HOST = "unix:///var/run/docker.sock"
+config.DEFAULT_LOCK_DIR = "/run/lock/ctrlplane-docker"
 
 local function nonempty(s)
   if s ~= nil and s ~= "" then return s end
@@ -96,6 +98,12 @@ function config.resolve(opts, getenv)
   if not cfg.drain then return nil, err end
   cfg.subnet_pool = nonempty(opts.subnet_pool) or nonempty(getenv("CP_DOCKER_SUBNET_POOL"))
     or "10.213.0.0/16"
+  -- per-instance locks (locking.lua): where, and how long an operation
+  -- waits for another one on the same instance before failing "busy"
+  cfg.lock_dir = nonempty(opts.lock_dir) or nonempty(getenv("CP_DOCKER_LOCK_DIR"))
+    or config.DEFAULT_LOCK_DIR
+  cfg.lock_timeout, err = number_setting(opts, getenv, "lock_timeout", "CP_DOCKER_LOCK_TIMEOUT", 300)
+  if not cfg.lock_timeout then return nil, err end
   cfg.network = nonempty(opts.network) or nonempty(getenv("CP_DOCKER_NETWORK"))
   cfg.registry = nonempty(opts.registry) or nonempty(getenv("CP_DOCKER_REGISTRY"))
   cfg.publish_address = nonempty(opts.publish_address)

@@ -107,6 +107,8 @@ end
 -- Operation modules: each exports install(M) and adds its methods to
 -- M.Provider (and its names to the capabilities it really supports).
 M.operation_modules = {"lifecycle", "logs", "resources", "exec"}
+-- per-instance locks wrap the methods above, so they come last
+M.operation_modules[#M.operation_modules + 1] = "locking"
 
 for _, name in ipairs(M.operation_modules) do
   require("ctrlplane.docker." .. name).install(M)

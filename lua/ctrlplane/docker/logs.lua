@@ -7,7 +7,6 @@
 --     follow = true,          -- stay open for new lines
 --     tail = 100,             -- the last N lines of each container; 0 or absent: all
 --     since = "10m",          -- RFC 3339 time, Unix seconds, or a duration ago ("5s", "1h30m")
---     max_line = 1048576,     -- cap on one event's line (the default, core.demux_max_line)
 --   })
 --   while true do
 --     local ev, e2, c2 = logs:next(1.0)  -- event | false (timeout) | nil (end) | nil, msg, code
@@ -16,12 +15,21 @@
 --   end
 --   logs:close()
 --
+-- Following (follow = true) survives its containers: when a followed
+-- container stops, the stream waits for it and re-attaches when it runs
+-- again (a restart: only lines written after the old run ended), or
+-- attaches to the service's new container (a deploy replaced it: all its
+-- lines). It ends, cleanly (nil), once every followed service is gone (the
+-- instance was deprovisioned), and fails only if the daemon stays
+-- unreachable for M.REATTACH_GIVE_UP seconds. A container that was not
+-- running when the follow began ends its part as `docker logs -f` does.
+--
 -- The byte work (frames, timestamps, 16 KiB pieces joined, TTY streams) is
--- core.demux in C; this file picks the containers and interleaves them.
--- Several containers are read at once; without follow their events are
--- merged by time, with follow they come in the order they arrive. A line
--- longer than core.demux_max_line (1 MiB) comes out as several events, each
--- but the last with partial = true.
+-- core.demux in C; this file picks the containers and interleaves them:
+-- without follow, several services are merged by time.
+-- Several containers are read at once and their events come in the order
+-- they arrive. A line longer than core.demux_max_line (1 MiB) comes out as
+-- several events, each but the last with partial = true.
 local core = require("ctrlplane.docker.core")
 local engine = require("ctrlplane.docker.engine")
 local project = require("ctrlplane.docker.project")
@@ -30,6 +38,11 @@ local util = require("ctrlplane.docker.util")
 local M = {}
 
 local SERVICE_PATTERN = "^[a-z0-9][a-z0-9-]*$"
+
+-- following: how often a stopped container is looked at, and how long an
+-- unreachable daemon is waited for before the stream fails
+M.REATTACH_POLL = 0.25
+M.REATTACH_GIVE_UP = 30
 
 -- ---- option parsing ---------------------------------------------------------
 
@@ -179,19 +192,138 @@ local LogStream = {}
 LogStream.__index = LogStream
 M.LogStream = LogStream
 
--- sources: {service, container, stream, demux, done}
+-- sources: {service, name, container, stream, demux, done, started_at,
+-- waiting, next_check, unreachable_since, ended_at}
+-- follow: nil, or {engine, instance_id, query, max_line} for re-attaching
 -- ordered: merge the sources by time (streams that end: follow = false)
-local function new_stream(client, sources, merged, ordered)
-  return setmetatable({client = client, sources = sources, merged = merged, ordered = ordered,
-    queue = {}, head = 1, turn = 0}, LogStream)
+local function new_stream(client, sources, merged, follow, ordered)
+  return setmetatable({client = client, sources = sources, merged = merged, queue = {},
+    head = 1, turn = 0, follow = follow, ordered = ordered}, LogStream)
 end
 
 local function live_sources(self, want)
   local live = {}
   for _, src in ipairs(self.sources) do
-    if not src.done and (not want or want(src)) then live[#live + 1] = src end
+    if not src.done and not src.waiting and (not want or want(src)) then
+      live[#live + 1] = src
+    end
   end
   return live
+end
+
+-- RFC 3339 text with nanoseconds -> Docker's "seconds.nanoseconds", exact.
+function M.since_exact(ts)
+  local date, frac = ts:match("^(%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d)%.?(%d*)Z$")
+  if not date then return M.since_param(ts) end
+  local whole = M.parse_rfc3339(date .. "Z")
+  if not whole then return nil end
+  return string.format("%d.%s", math.floor(whole), (frac .. "000000000"):sub(1, 9))
+end
+
+-- A followed source's stream ended (or broke): wait for its container.
+function LogStream:_ended(src)
+  if src.stream then src.stream:close() end
+  src.stream = nil
+  if not self.follow or not src.started_at then
+    src.done = true -- not following, or it was not running when the follow began
+    return
+  end
+  src.waiting = true
+  src.ended_at = core.walltime()
+  src.next_check = core.clock()
+end
+
+-- Attaches src to container c (an inspect document) from `since` (nil: all).
+function LogStream:_attach(src, c, since)
+  local f = self.follow
+  local query = {}
+  for k, v in pairs(f.query) do query[k] = v end
+  query.since = since
+  if since then query.tail = "all" end
+  local stream, err, code = f.engine:stream("GET",
+    "/containers/" .. engine.segment(c.Id) .. "/logs", query)
+  if not stream then return nil, err, code end
+  src.demux:close()
+  src.demux = core.demux({timestamps = true, max_line = f.max_line})
+  src.render_opts = nil
+  src.stream, src.container, src.waiting = stream, c.Id, false
+  src.started_at = c.State and c.State.StartedAt
+  src.unreachable_since = nil
+  return true
+end
+
+-- Where a waiting source stands: the container now under its name (a
+-- fresh one when a deploy replaced it), "wait", "gone", or nil, message, code.
+function LogStream:_locate(src)
+  local f = self.follow
+  local c, err, code = f.engine:get("/containers/" .. engine.segment(src.name) .. "/json")
+  local labels = c and c.Config and c.Config.Labels or {}
+  if c and labels[project.LABEL.project] == project.name(f.instance_id) then
+    if c.Id ~= src.container then c.fresh = true end
+    return c
+  end
+  if c or code == "not_found" then
+    -- nothing of ours under the name: mid-deploy (the old one renamed), or removed
+    local list
+    list, err, code = f.engine:get("/containers/json", {all = true,
+      filters = engine.filters({label = {project.LABEL.project .. "=" .. project.name(f.instance_id),
+        project.LABEL.service .. "=" .. src.service}})})
+    if list then return #list == 0 and "gone" or "wait" end
+  end
+  return nil, err, code
+end
+
+-- Looks at the waiting sources whose time has come: re-attach, keep
+-- waiting, or end. Returns true, or nil, message, code.
+function LogStream:_revive()
+  if not self.follow then return true end
+  local now = core.clock()
+  for _, src in ipairs(self.sources) do
+    if src.waiting and not src.done and src.next_check <= now then
+      local c, err, code = self:_locate(src)
+      src.next_check = now + M.REATTACH_POLL
+      if c == "gone" then
+        src.done, src.waiting = true, false
+      elseif type(c) == "table" and (c.fresh or (c.State and c.State.Running)) then
+        -- a fresh container: all its lines. A restart: the lines after the
+        -- old run ended (FinishedAt; not StartedAt, which the daemon sets
+        -- after the program may have written its first lines).
+        local since
+        if not c.fresh then
+          since = c.State.StartedAt ~= src.started_at and M.since_exact(c.State.FinishedAt)
+            or string.format("%.9f", src.ended_at)
+        end
+        local ok
+        ok, err, code = self:_attach(src, c, since)
+        if not ok and code ~= "unreachable" and code ~= "not_found" then
+          return nil, string.format("logs of %s: %s", src.name, err), code
+        end
+        src.unreachable_since = nil
+      elseif c then
+        src.unreachable_since = nil -- stopped, restarting, or mid-deploy: look again soon
+      elseif code == "unreachable" or code == "timeout" then
+        src.unreachable_since = src.unreachable_since or now
+        if now - src.unreachable_since > M.REATTACH_GIVE_UP then
+          return nil, string.format("logs of %s: %s", src.name, err), code
+        end
+        src.next_check = now + 1
+      else
+        return nil, string.format("logs of %s: %s", src.name, err), code
+      end
+    end
+  end
+  return true
+end
+
+-- Seconds until the next waiting source is due (nil: none waiting).
+function LogStream:_next_check()
+  local soonest
+  for _, src in ipairs(self.sources) do
+    if src.waiting and not src.done then
+      soonest = math.min(soonest or math.huge, src.next_check)
+    end
+  end
+  return soonest and math.max(0, soonest - core.clock())
 end
 
 -- Waits for sources with bytes (or an end) and hands each chunk to
@@ -200,8 +332,33 @@ end
 -- (timeout), nil (all ended) or nil, message, code.
 function LogStream:_pull(timeout, consume, want)
   if self.failed then return nil, self.failed[1], self.failed[2] end
-  local live = live_sources(self, want)
-  if #live == 0 then return nil end
+  local deadline = timeout and core.clock() + timeout
+  while true do
+    local ok, err, code = self:_revive()
+    if not ok then
+      self.failed = {err, code}
+      self:close()
+      return nil, err, code
+    end
+    local live = live_sources(self, want)
+    local due = self:_next_check()
+    if #live == 0 and not due then return nil end
+    local slice = deadline and math.max(0, deadline - core.clock())
+    if due then slice = slice and math.min(slice, due) or due end
+    if #live == 0 then
+      if not core.sleep(slice) then return nil, "interrupted", "interrupted" end
+    else
+      local got
+      got, err, code = self:_pull_live(live, slice, consume)
+      if got ~= false then return got, err, code end
+    end
+    if deadline and core.clock() >= deadline then return false end
+  end
+end
+
+-- One round over the live sources: true (something consumed), false (no
+-- data within timeout), or nil, message, code.
+function LogStream:_pull_live(live, timeout, consume)
   local ready
   if #live == 1 then
     ready = {1}
@@ -220,18 +377,17 @@ function LogStream:_pull(timeout, consume, want)
     local wait = 0 -- a source that wait() reported has its bytes already
     if #live == 1 then wait = timeout end
     local chunk, err, code = src.stream:read(wait)
+    local broken = chunk == nil and err and self.follow and src.started_at
+      and (code == "unreachable" or code == "protocol" or code == "timeout")
     if chunk == false then
       if #live == 1 then return false end
-    elseif chunk == nil and err then
+    elseif chunk == nil and err and not broken then
       self.failed = {string.format("logs of %s: %s", src.name, err), code}
       self:close()
       return nil, self.failed[1], code
     else
       local ok, e2, c2 = consume(src, chunk)
-      if chunk == nil then
-        src.done = true
-        src.stream:close()
-      end
+      if chunk == nil then self:_ended(src) end
       if not ok then
         self.failed = {string.format("logs of %s: %s", src.name, e2), c2}
         self:close()
@@ -368,7 +524,7 @@ function LogStream:close()
   for _, src in ipairs(self.sources) do
     if src.stream then src.stream:close() end
     src.demux:close()
-    src.done = true
+    src.done, src.waiting = true, false
   end
 end
 
@@ -413,7 +569,21 @@ local function logs(self, instance_id, opts)
       demux = core.demux({timestamps = true, max_line = opts.max_line})}
   end
   local merged = #sources > 1
-  return new_stream(self.engine.client, sources, merged, merged and not opts.follow)
+  local follow
+  if query.follow then
+    follow = {engine = self.engine, instance_id = instance_id, query = query,
+      max_line = opts.max_line}
+    -- when each one (re)started: a restart is told apart by a new StartedAt
+    local calls = {}
+    for i, src in ipairs(sources) do
+      calls[i] = {path = "/containers/" .. engine.segment(src.container) .. "/json"}
+    end
+    for i, r in ipairs(self.engine:batch(calls)) do
+      local st = r.value and r.value.State
+      if st and st.Running then sources[i].started_at = st.StartedAt end
+    end
+  end
+  return new_stream(self.engine.client, sources, merged, follow, merged and not opts.follow)
 end
 
 function M.install(docker)
