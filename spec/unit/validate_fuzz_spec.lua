@@ -39,13 +39,9 @@ local function deploy_request()
       health_check = {port = 8080}}, {name = "side", env = {X = ""}}}}
 end
 
--- Problems already reported upstream (pattern -> note). A match is listed
--- as a skipped test, not a failure, until validate.lua is fixed; any other
--- problem fails. Delete an entry once its fix is in.
-local KNOWN = {
-  ["validate%.lua:%d+: attempt to concatenate a %a+ value %(field 'protocol'%)"] =
-    "services[i].ports[j].protocol that is not a string raises in the host-port check",
-}
+-- Problems known upstream (pattern -> note) would be listed here; there are
+-- none: every problem the fuzzing finds fails the spec.
+local KNOWN = {}
 
 local rnd -- a seeded generator of our own, so runs repeat on any Lua
 
@@ -234,11 +230,7 @@ describe("validation fuzzing (seeded, bounded)", function()
       SEED, n, acc, rej))
     assert.is_true(n >= 100)
     assert.is_true(rej > 0)
-    if known then
-      local notes = {}
-      for note, count in pairs(known) do notes[#notes + 1] = note .. " (" .. count .. "x)" end
-      pending("known validate.lua bug(s): " .. table.concat(notes, "; "))
-    end
+    assert.is_nil(known)
   end)
 
   it("validate.deploy: every mutated request is accepted or a named error", function()
