@@ -125,7 +125,8 @@ describe("concurrent callers", function()
   it("a held instance does not hold up another; a waiter gives up with 'busy'", function()
     local a, afile = new_instance("ccla")
     local _, bfile = new_instance("cclb")
-    local lock = assert(core.lock("/run/lock/ctrlplane-docker", a))
+    local dir = os.getenv("CP_DOCKER_LOCK_DIR") or require("ctrlplane.docker.config").DEFAULT_LOCK_DIR
+    local lock = assert(core.lock(dir, a))
     local r = run_together({{args = "provision " .. afile}, {args = "provision " .. bfile}},
       "CP_DOCKER_LOCK_TIMEOUT=2s")
     lock:release()

@@ -36,6 +36,9 @@ local util = require("ctrlplane.docker.util")
 local M = {}
 
 local MB = 1024 * 1024
+-- seconds after which the one-shot sampler forgets a container it no longer
+-- sees (its previous sample is too old to average CPU over anyway)
+M.SAMPLER_STALE = 120
 
 local FIGURES = {"cpu_percent", "memory_used_mb", "memory_limit_mb", "network_in_mb",
   "network_out_mb", "block_read_mb", "block_write_mb", "pids"}
@@ -252,6 +255,19 @@ function M.install(docker)
     return self._host_mem or nil
   end
 
+  -- The shared one-shot sampler keeps a ring per container id it has seen.
+  -- Entries of containers not in this call and not sampled for
+  -- M.SAMPLER_STALE seconds (or with no sample: gone) are forgotten, so a
+  -- long-lived provider over churning instances keeps a flat footprint.
+  local function prune(sampler, keep)
+    for _, id in ipairs(sampler:ids()) do
+      if not keep[id] then
+        local u = sampler:usage(id)
+        if not u or (u.age or 0) > M.SAMPLER_STALE then sampler:forget(id) end
+      end
+    end
+  end
+
   function Provider:_sampler()
     if not self._stats_sampler then
       self._stats_sampler = core.sampler(self.engine.client)
@@ -276,9 +292,13 @@ function M.install(docker)
     local ids = running_ids(members)
     local samples = {}
     if #ids > 0 then
-      local results, ferr, fcode = self:_sampler():fetch(ids,
+      local sampler = self:_sampler()
+      local results, ferr, fcode = sampler:fetch(ids,
         {one_shot = opts.one_shot, timeout = opts.timeout or 30})
       if not results then return nil, ferr, fcode end
+      local keep = {}
+      for _, id in ipairs(ids) do keep[id] = true end
+      prune(sampler, keep)
       for id, r in pairs(results) do
         if r.error then
           -- gone or stopped since the listing: a gap; the daemon down: an error
