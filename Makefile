@@ -103,7 +103,8 @@ fuzz:
 	  build/fuzz/corpus build/fuzz/seeds
 
 # quality gates: luacheck, cppcheck, and the unit specs against an
-# ASan + UBSan build of the C core
+# ASan + UBSan build of the C core (in an instrumented interpreter, so no
+# LD_PRELOAD reaches the shells and compilers the specs start)
 check:
 	luacheck --no-color -q lua scripts spec examples
 	cppcheck --quiet --enable=warning,performance,portability --std=c11 --error-exitcode=1 \
@@ -112,10 +113,10 @@ check:
 ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 asan:
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g" SAN="$(ASAN_FLAGS)" \
-	  build/asan/ctrlplane/docker/core.so
-	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
-	  CP_CORE_CPATH="build/asan/?.so" bash spec/support/run-tests.sh --unit
+	  build/asan/ctrlplane/docker/core.so build/asan/asan_lua
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  CP_CORE_CPATH="build/asan/?.so" CP_BUSTED_LUA="$$PWD/build/asan/asan_lua" \
+	  bash spec/support/run-tests.sh --unit
 
 # The whole suite (unit and integration) under ASan + UBSan: busted runs in
 # an instrumented interpreter (spec/support/asan_lua.c) that loads the
