@@ -149,6 +149,7 @@ describe("lifecycle", function()
   it("a half-failed provision removes what it created (daemon error on the third service)", function()
     -- something else holds the host port the third service asks for
     local blocker = "cp-spec-blocker-" .. helper.instance_id()
+    finally(function() helper.sh("docker rm -f " .. blocker .. " >/dev/null 2>&1") end)
     local port = 20000 + math.random(0, 9999)
     local _, rc = helper.sh(string.format("docker run -d --name %s -p 127.0.0.1:%d:80 %s %s >/dev/null",
       blocker, port, helper.IMAGE1, "sleep 60"))
