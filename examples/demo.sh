@@ -9,6 +9,14 @@ cd "$(dirname "$0")/.."
 ID=$(sed -n 's/.*"instance_id": *"\([^"]*\)".*/\1/p' examples/project.json | head -1)
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 cleanup() { ./cpdocker deprovision "$ID" >/dev/null 2>&1 || true; }
+# the first public endpoint of the web service, from `status --json`
+web_url() {
+  ./cpdocker --json status "$ID" | lua5.4 -e '
+    local cjson = require("cjson")
+    for _, e in ipairs(cjson.decode(io.read("a")).endpoints) do
+      if e.public and e.service_name == "web" then print(e.url) break end
+    end'
+}
 trap cleanup EXIT
 
 step "cpdocker version"
@@ -21,11 +29,7 @@ step "cpdocker provision examples/project.json"
 step "cpdocker status $ID"
 ./cpdocker status "$ID"
 
-url=$(./cpdocker --json status "$ID" | lua5.4 -e '
-  local cjson = require("cjson")
-  for _, e in ipairs(cjson.decode(io.read("a")).endpoints) do
-    if e.public and e.service_name == "web" then print(e.url) end
-  end')
+url=$(web_url)
 step "fetch the web endpoint: $url (published on 127.0.0.1)"
 curl -fsS "${url/localhost/127.0.0.1}/"
 
@@ -33,11 +37,7 @@ step "cpdocker deploy examples/deploy.json (image :2, new env)"
 ./cpdocker deploy examples/deploy.json
 step "cpdocker status $ID"
 ./cpdocker status "$ID"
-url=$(./cpdocker --json status "$ID" | lua5.4 -e '
-  local cjson = require("cjson")
-  for _, e in ipairs(cjson.decode(io.read("a")).endpoints) do
-    if e.public and e.service_name == "web" then print(e.url) end
-  end')
+url=$(web_url)
 step "fetch the web endpoint again: $url"
 curl -fsS "${url/localhost/127.0.0.1}/"
 
@@ -52,11 +52,7 @@ step "cpdocker scale $ID --replicas 2, then status"
 ./cpdocker status "$ID"
 step "cpdocker rollback $ID initial"
 ./cpdocker rollback "$ID" initial
-url=$(./cpdocker --json status "$ID" | lua5.4 -e '
-  local cjson = require("cjson")
-  for _, e in ipairs(cjson.decode(io.read("a")).endpoints) do
-    if e.public and e.service_name == "web" then print(e.url) break end
-  end')
+url=$(web_url)
 step "fetch the web endpoint after the rollback: $url"
 curl -fsS "${url/localhost/127.0.0.1}/"
 
