@@ -11,23 +11,15 @@ local function names_and_ids(result)
 end
 
 describe("lifecycle", function()
+  local session = projects.session()
   local p
-  local ids = {}
+  local new_id = session.new_id
 
   setup(function()
-    helper.daemon()
-    p = projects.provider()
+    p = session.start()
   end)
 
-  teardown(function()
-    for _, id in ipairs(ids) do p:deprovision(id) end
-  end)
-
-  local function new_id(tag)
-    local id = helper.instance_id(tag)
-    ids[#ids + 1] = id
-    return id
-  end
+  teardown(session.finish)
 
   describe("a provisioned three-service project", function()
     local id, res, events

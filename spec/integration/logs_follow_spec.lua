@@ -38,21 +38,18 @@ local function count(events, pattern)
 end
 
 describe("logs --follow across restarts, deploys and deprovision", function()
-  local p, ids = nil, {}
+  local session = projects.session()
+  local p
+  local new_id = session.new_id
 
   setup(function()
-    helper.daemon()
-    p = projects.provider()
+    p = session.start()
   end)
 
-  teardown(function()
-    for _, id in ipairs(ids) do p:deprovision(id) end
-    p:close()
-  end)
+  teardown(session.finish)
 
   it("re-attaches after a restart, follows a deploy, and ends when deprovisioned", function()
-    local id = helper.instance_id("follow")
-    ids[#ids + 1] = id
+    local id = new_id("follow")
     assert(p:provision(request(id)))
     local logs = assert(p:logs(id, {follow = true}))
     local events, how = read_until(logs, {}, 15, function(ev) return count(ev, "^tick%-") >= 3 end)
@@ -87,8 +84,7 @@ describe("logs --follow across restarts, deploys and deprovision", function()
   end)
 
   it("cpdocker logs -f keeps printing across a restart and exits 0 on deprovision", function()
-    local id = helper.instance_id("followcli")
-    ids[#ids + 1] = id
+    local id = new_id("followcli")
     local file = os.tmpname()
     local f = assert(io.open(file, "w"))
     f:write(json.encode(request(id)))

@@ -3,22 +3,15 @@ local helper = require("support.helper")
 local projects = require("support.projects")
 
 describe("worked policy examples", function()
-  local p, ids = nil, {}
+  local session = projects.session()
+  local p
+  local new_id = session.new_id
 
   setup(function()
-    helper.daemon()
-    p = projects.provider()
+    p = session.start()
   end)
 
-  teardown(function()
-    for _, id in ipairs(ids) do p:deprovision(id) end
-  end)
-
-  local function new_id(tag)
-    local id = helper.instance_id(tag)
-    ids[#ids + 1] = id
-    return id
-  end
+  teardown(session.finish)
 
   it("degraded-sidecar: a failed sidecar leaves the instance running and ready, marked degraded", function()
     local id = new_id("degraded")

@@ -13,22 +13,15 @@ local function env_of(c)
 end
 
 describe("releases", function()
-  local p, ids = nil, {}
+  local session = projects.session()
+  local p
+  local new_id = session.new_id
 
   setup(function()
-    helper.daemon()
-    p = projects.provider()
+    p = session.start()
   end)
 
-  teardown(function()
-    for _, id in ipairs(ids) do p:deprovision(id) end
-  end)
-
-  local function new_id(tag)
-    local id = helper.instance_id(tag)
-    ids[#ids + 1] = id
-    return id
-  end
+  teardown(session.finish)
 
   it("rollback restores the image and env of an earlier release, from any process", function()
     local id = new_id("rollback")

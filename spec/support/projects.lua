@@ -86,6 +86,32 @@ function projects.public_port(result, service)
   end
 end
 
+-- A provider for one spec file and the instance ids it hands out, every one
+-- deprovisioned at the end:
+--   local session = projects.session()
+--   setup(function() p = session.start() end)
+--   teardown(session.finish)
+--   local id = session.new_id("tag")
+function projects.session(opts)
+  local s = {ids = {}}
+  function s.start()
+    helper.daemon()
+    s.p = projects.provider(opts)
+    return s.p
+  end
+  function s.new_id(tag)
+    local id = helper.instance_id(tag)
+    s.ids[#s.ids + 1] = id
+    return id
+  end
+  function s.finish()
+    if not s.p then return end
+    for _, id in ipairs(s.ids) do s.p:deprovision(id) end
+    s.p:close()
+  end
+  return s
+end
+
 function projects.cleanup(p, id)
   local ok, err = p:deprovision(id)
   assert(ok, err)
