@@ -96,7 +96,7 @@ static long opt_ms(lua_State *L, int t, const char *k, long dflt) {
 
 /* ---- results ----------------------------------------------------------- */
 
-static int push_fail(lua_State *L, const char *msg, const char *code, long status) {
+int cp_lua_fail(lua_State *L, const char *msg, const char *code, long status) {
   lua_pushnil(L);
   lua_pushstring(L, msg);
   lua_pushstring(L, code);
@@ -113,14 +113,14 @@ static int push_xfer_fail(lua_State *L, cp_xfer *x) {
   char msg[ERRLEN];
   if (x->result != CURLE_OK) {
     cp_xfer_error_message(x, msg, sizeof msg);
-    return push_fail(L, msg, cp_xfer_error_code(x), 0);
+    return cp_lua_fail(L, msg, cp_xfer_error_code(x), 0);
   }
   if (x->status >= 400) {
     char text[ERRLEN - 64];
     cp_error_text(x->body.data, x->body.len, text, sizeof text);
     if (!text[0]) snprintf(text, sizeof text, "HTTP status %ld", x->status);
     snprintf(msg, sizeof msg, "Docker daemon: %s", text);
-    return push_fail(L, msg, cp_status_code(x->status), x->status);
+    return cp_lua_fail(L, msg, cp_status_code(x->status), x->status);
   }
   return 0;
 }
@@ -292,7 +292,7 @@ static int run_plain(lua_State *L, lclient *lc, const char *method, const char *
   ls->x = cp_xfer_new(lc->c, method, url, body, blen, ctype, 0, timeout_ms, 0);
   if (!ls->x) return luaL_error(L, "cannot create a transfer (out of memory)");
   if (cp_client_drive(lc->c, &ls->x, 1, cp_ready_done, 0, -1) != 0 && !ls->x->done)
-    return push_fail(L, cp_interrupted ? "interrupted" : "curl multi failure",
+    return cp_lua_fail(L, cp_interrupted ? "interrupted" : "curl multi failure",
                      cp_interrupted ? "interrupted" : "protocol", 0);
   return 0;
 }
@@ -339,7 +339,7 @@ static int negotiate(lua_State *L, lclient *lc) {
     close_stream(ls);
     lua_settop(L, top);
   }
-  if (!ver[0]) return push_fail(L, "Docker daemon did not report its API version", "protocol", 0);
+  if (!ver[0]) return cp_lua_fail(L, "Docker daemon did not report its API version", "protocol", 0);
   if (cp_version_cmp(ver, CP_API_MAX) > 0) snprintf(ver, sizeof ver, "%s", CP_API_MAX);
   snprintf(lc->c->api_version, sizeof lc->c->api_version, "%s", ver);
   return 0;
@@ -375,7 +375,7 @@ static int l_client(lua_State *L) {
   luaL_setmetatable(L, CLIENT_MT);
   char err[512];
   lc->c = cp_client_new(&o, err, sizeof err);
-  if (!lc->c) return push_fail(L, err, "bad_request", 0);
+  if (!lc->c) return cp_lua_fail(L, err, "bad_request", 0);
   return 1;
 }
 
@@ -469,8 +469,8 @@ static int l_stream(lua_State *L) {
   int r = cp_client_drive(lc->c, &ls->x, 1, cp_ready_headers, 0, head_wait);
   if (r != 0) {
     close_stream(ls);
-    return r < 0 ? push_fail(L, "interrupted", "interrupted", 0)
-                 : push_fail(L, "timed out waiting for the Docker daemon to answer", "timeout", 0);
+    return r < 0 ? cp_lua_fail(L, "interrupted", "interrupted", 0)
+                 : cp_lua_fail(L, "timed out waiting for the Docker daemon to answer", "timeout", 0);
   }
   if (ls->x->status >= 400 && !ls->x->done) /* error bodies are short: read it all */
     cp_client_drive(lc->c, &ls->x, 1, cp_ready_done, 0, lc->c->timeout_ms);
@@ -478,7 +478,7 @@ static int l_stream(lua_State *L) {
     int n = push_xfer_fail(L, ls->x);
     close_stream(ls);
     if (n) return n;
-    return push_fail(L, "stream failed", "protocol", 0);
+    return cp_lua_fail(L, "stream failed", "protocol", 0);
   }
   lua_settop(L, 6);
   return 1;
@@ -574,7 +574,7 @@ static int l_wait(lua_State *L) {
     return 1;
   }
   int r = cp_client_drive(lc->c, xs, live, cp_ready_data, 1, timeout);
-  if (r < 0) return push_fail(L, "interrupted", "interrupted", 0);
+  if (r < 0) return cp_lua_fail(L, "interrupted", "interrupted", 0);
   lua_newtable(L);
   lua_Integer k = 0;
   for (lua_Integer i = 1; i <= n; i++) {
@@ -622,10 +622,10 @@ static int l_stream_read(lua_State *L) {
   if (!ls->x) return luaL_error(L, "attempt to read a closed stream");
   long timeout = lua_isnoneornil(L, 2) ? -1 : (long)(luaL_checknumber(L, 2) * 1000.0);
   cp_xfer *x = ls->x;
-  if (!x->client && !x->done) return push_fail(L, "Docker client closed", "closed", 0);
+  if (!x->client && !x->done) return cp_lua_fail(L, "Docker client closed", "closed", 0);
   if (x->body.len == 0 && !x->done) {
     int r = cp_client_drive(x->client, &x, 1, cp_ready_data, 1, timeout);
-    if (r < 0) return push_fail(L, "interrupted", "interrupted", 0);
+    if (r < 0) return cp_lua_fail(L, "interrupted", "interrupted", 0);
     if (r > 0) {
       lua_pushboolean(L, 0);
       return 1;

@@ -20,6 +20,10 @@ void cp_open_demux(lua_State *L);
 struct cp_client;
 struct cp_client *cp_lua_client(lua_State *L, int idx);
 
+/* Pushes nil, msg, code (and status when > 0) and returns their count: the
+ * failure convention of every binding. */
+int cp_lua_fail(lua_State *L, const char *msg, const char *code, long status);
+
 /* client:hijack and raw connections (lraw.c). */
 void cp_open_raw(lua_State *L);
 

@@ -124,13 +124,6 @@ static lraw *raw_check(lua_State *L) {
   return r;
 }
 
-static int raw_fail(lua_State *L, const char *msg, const char *code) {
-  lua_pushnil(L);
-  lua_pushstring(L, msg);
-  lua_pushstring(L, code);
-  return 3;
-}
-
 static int l_hijack(lua_State *L) {
   cp_client *c = cp_lua_client(L, 1);
   const char *method = luaL_checkstring(L, 2);
@@ -176,7 +169,7 @@ static int l_hijack(lua_State *L) {
     snprintf(msg, sizeof msg, "cannot reach the Docker daemon at %s: %s", c->host,
              curl_easy_strerror(rc));
     raw_close(r);
-    return raw_fail(L, msg, rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "unreachable");
+    return cp_lua_fail(L, msg, rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "unreachable", 0);
   }
   curl_easy_getinfo(r->easy, CURLINFO_ACTIVESOCKET, &r->fd);
 
@@ -195,7 +188,7 @@ static int l_hijack(lua_State *L) {
   char err[512];
   if (raw_send_all(r, req, rlen, timeout, err, sizeof err) != 0) {
     raw_close(r);
-    return raw_fail(L, err, "unreachable");
+    return cp_lua_fail(L, err, "unreachable", 0);
   }
   lua_pop(L, 1);
 
@@ -209,13 +202,13 @@ static int l_hijack(lua_State *L) {
     if (n <= 0) {
       cp_buf_free(&head);
       raw_close(r);
-      return raw_fail(L, n == 0 ? "the Docker daemon closed the connection" : err,
-                      n == -2 ? "timeout" : "unreachable");
+      return cp_lua_fail(L, n == 0 ? "the Docker daemon closed the connection" : err,
+                      n == -2 ? "timeout" : "unreachable", 0);
     }
     if (cp_buf_append(&head, buf, (size_t)n) != 0 || head.len > 65536) {
       cp_buf_free(&head);
       raw_close(r);
-      return raw_fail(L, "response head too large", "protocol");
+      return cp_lua_fail(L, "response head too large", "protocol", 0);
     }
     end = strstr(head.data, "\r\n\r\n");
   }
@@ -250,7 +243,7 @@ static int l_raw_write(lua_State *L) {
   size_t n;
   const char *p = luaL_checklstring(L, 2, &n);
   char err[256];
-  if (raw_send_all(r, p, n, -1, err, sizeof err) != 0) return raw_fail(L, err, "unreachable");
+  if (raw_send_all(r, p, n, -1, err, sizeof err) != 0) return cp_lua_fail(L, err, "unreachable", 0);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -279,7 +272,7 @@ static int l_raw_read(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (n < 0) return raw_fail(L, err, cp_interrupted ? "interrupted" : "unreachable");
+  if (n < 0) return cp_lua_fail(L, err, cp_interrupted ? "interrupted" : "unreachable", 0);
   if (n == 0) {
     r->eof = 1;
     lua_pushnil(L);

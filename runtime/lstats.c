@@ -33,17 +33,6 @@ typedef struct lsampler {
   cp_sampler *s; /* NULL once closed */
 } lsampler;
 
-static int st_fail(lua_State *L, const char *msg, const char *code, long status) {
-  lua_pushnil(L);
-  lua_pushstring(L, msg);
-  lua_pushstring(L, code);
-  if (status > 0) {
-    lua_pushinteger(L, status);
-    return 4;
-  }
-  return 3;
-}
-
 static void set_num(lua_State *L, const char *k, lua_Number v) {
   lua_pushnumber(L, v);
   lua_setfield(L, -2, k);
@@ -131,7 +120,7 @@ static int parse_arg(lua_State *L, int idx, cp_stats_sample *out) {
   luaL_checktype(L, idx, LUA_TSTRING);
   const char *doc = lua_tolstring(L, idx, &len);
   char err[200];
-  if (cp_stats_parse(doc, len, out, err, sizeof err) != 0) return st_fail(L, err, "protocol", 0);
+  if (cp_stats_parse(doc, len, out, err, sizeof err) != 0) return cp_lua_fail(L, err, "protocol", 0);
   return 0;
 }
 
@@ -258,7 +247,7 @@ static int push_entry(lua_State *L, const cp_sampler_entry *e, int as_table) {
   }
   const char *msg = e->failed ? e->err : "no stats sample yet";
   const char *code = e->failed ? e->code : "no_sample";
-  if (!as_table) return st_fail(L, msg, code, e->status);
+  if (!as_table) return cp_lua_fail(L, msg, code, e->status);
   lua_createtable(L, 0, 3);
   lua_pushstring(L, msg);
   lua_setfield(L, -2, "error");
@@ -295,7 +284,7 @@ static int l_sampler_fetch(lua_State *L) {
   if (!c) return nret;
   int r = cp_sampler_fetch(ls->s, c, ids, n, one_shot ? CP_FETCH_ONESHOT : CP_FETCH_SAMPLE,
                            timeout);
-  if (r < 0 && cp_interrupted) return st_fail(L, "interrupted", "interrupted", 0);
+  if (r < 0 && cp_interrupted) return cp_lua_fail(L, "interrupted", "interrupted", 0);
   lua_createtable(L, 0, (int)n);
   for (size_t i = 0; i < n; i++) {
     cp_sampler_entry *e = cp_sampler_find(ls->s, ids[i]);
@@ -336,7 +325,7 @@ static int l_sampler_pump(lua_State *L) {
   lua_getiuservalue(L, 1, 1);
   cp_client *c = cp_lua_client(L, -1);
   int added = cp_sampler_pump(ls->s, c, wait);
-  if (added < 0) return st_fail(L, "interrupted", "interrupted", 0);
+  if (added < 0) return cp_lua_fail(L, "interrupted", "interrupted", 0);
   lua_pushinteger(L, added);
   return 1;
 }
@@ -345,7 +334,7 @@ static int l_sampler_usage(lua_State *L) {
   lsampler *ls = sm_check(L, 1);
   const char *id = luaL_checkstring(L, 2);
   cp_sampler_entry *e = cp_sampler_find(ls->s, id);
-  if (!e) return st_fail(L, "container not sampled", "not_found", 0);
+  if (!e) return cp_lua_fail(L, "container not sampled", "not_found", 0);
   return push_entry(L, e, 0);
 }
 
