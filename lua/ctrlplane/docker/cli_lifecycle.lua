@@ -126,22 +126,33 @@ local function simple(cli, name, summary, method, past)
   })
 end
 
+-- A command that reads a request (FILE or -), calls the provider's method
+-- with progress, and prints the result as JSON or with show(ctx, req, res).
+local function request_command(method, show)
+  return function(ctx, args)
+    local req, rerr = read_request(args[1])
+    if not req then return ctx:fail(rerr) end
+    local p, err = ctx:provider()
+    if not p then return ctx:fail(err) end
+    local res, merr, code, errors = p[method](p, req, {on_event = progress(ctx)})
+    if not res then
+      return ctx:fail_op(method .. " " .. tostring(req.instance_id), merr, code, errors)
+    end
+    if ctx.json_out then
+      ctx:json(res)
+    else
+      show(ctx, req, res)
+    end
+    return 0
+  end
+end
+
 function M.install(cli)
   cli.command("provision", {
     usage = "provision FILE|-",
     summary = "create an instance's project from a ProvisionRequest (JSON file or stdin)",
     args = 1,
-    run = function(ctx, args)
-      local req, rerr = read_request(args[1])
-      if not req then return ctx:fail(rerr) end
-      local p, err = ctx:provider()
-      if not p then return ctx:fail(err) end
-      local res, perr, code, errors = p:provision(req, {on_event = progress(ctx)})
-      if not res then return ctx:fail_op("provision " .. tostring(req.instance_id), perr, code, errors) end
-      if ctx.json_out then
-        ctx:json(res)
-        return 0
-      end
+    run = request_command("provision", function(ctx, req, res)
       ctx:print("provisioned " .. req.instance_id .. " (" .. res.provider_ref .. ")")
       local rows = {}
       for _, n in ipairs(util.sorted_keys(res.service_refs)) do
@@ -150,8 +161,7 @@ function M.install(cli)
       ctx:print("")
       ctx:table({"SERVICE", "CONTAINER"}, rows)
       print_endpoints(ctx, res.endpoints)
-      return 0
-    end,
+    end),
   })
 
   cli.command("deprovision", {
@@ -251,21 +261,10 @@ function M.install(cli)
     usage = "deploy FILE|-",
     summary = "roll out new images/env to listed services from a DeployRequest",
     args = 1,
-    run = function(ctx, args)
-      local req, rerr = read_request(args[1])
-      if not req then return ctx:fail(rerr) end
-      local p, err = ctx:provider()
-      if not p then return ctx:fail(err) end
-      local res, derr, code, errors = p:deploy(req, {on_event = progress(ctx)})
-      if not res then return ctx:fail_op("deploy " .. tostring(req.instance_id), derr, code, errors) end
-      if ctx.json_out then
-        ctx:json(res)
-      else
-        ctx:print(string.format("deployed %s%s: %s", req.instance_id,
-          res.release_id and (" release " .. res.release_id) or "", res.status))
-      end
-      return 0
-    end,
+    run = request_command("deploy", function(ctx, req, res)
+      ctx:print(string.format("deployed %s%s: %s", req.instance_id,
+        res.release_id and (" release " .. res.release_id) or "", res.status))
+    end),
   })
 end
 
