@@ -1,0 +1,79 @@
+-- The project as it is on the engine: members grouped by service and
+-- replica, the spec each container was made from, and the current state a
+-- deploy, rollback or scale works from.
+local json = require("ctrlplane.docker.json")
+local project = require("ctrlplane.docker.project")
+
+local LABEL = project.LABEL
+
+local function replica_of(c)
+  local labels = c.Labels or (c.Config and c.Config.Labels) or {}
+  return math.tointeger(tonumber(labels[LABEL.replica] or "1")) or 1
+end
+
+-- Members of the project grouped by service. Only containers with their
+-- canonical name count (a deploy that was interrupted may leave a retired
+-- one behind under another name). Returns by (service -> replica 1),
+-- reps (service -> list of replicas in order), and the full list.
+local function members_by_service(eng, inst_id)
+  local list, err, code = project.members(eng, inst_id)
+  if not list then return nil, err, code end
+  local by, reps = {}, {}
+  for _, c in ipairs(list) do
+    local svc = project.service_of(c)
+    if svc then
+      local r = replica_of(c)
+      local canonical = "/" .. project.container_name(inst_id, svc, r)
+      if (c.Names or {})[1] == canonical then
+        c.replica = r
+        reps[svc] = reps[svc] or {}
+        table.insert(reps[svc], c)
+        if r == 1 then by[svc] = c end
+      end
+    end
+  end
+  for svc, l in pairs(reps) do
+    table.sort(l, function(a, b) return a.replica < b.replica end)
+    if not by[svc] then by[svc] = l[1] end
+  end
+  return by, reps, list
+end
+
+local function spec_of(c)
+  local labels = c.Labels or (c.Config and c.Config.Labels) or {}
+  local s = labels[LABEL.spec] and json.decode(labels[LABEL.spec])
+  if type(s) ~= "table" then
+    s = {name = labels[LABEL.service], role = labels[LABEL.role] or "main", depends_on = {}}
+  end
+  s.depends_on = s.depends_on or {}
+  return s
+end
+
+-- What a deploy or rollback needs to know about an instance.
+local function current_state(p, instance_id)
+  local by, reps, list = members_by_service(p.engine, instance_id)
+  if not by then return nil, reps, list end
+  if not next(by) then
+    return nil, "instance " .. instance_id .. " does not exist", "not_found"
+  end
+  local all, specs, inst = {}, {}, nil
+  for name, c in pairs(by) do
+    local s = spec_of(c)
+    s.name = name
+    all[#all + 1] = s
+    specs[name] = s
+    local labels = c.Labels or {}
+    inst = inst or (labels[LABEL.instance_spec] and json.decode(labels[LABEL.instance_spec]))
+  end
+  table.sort(all, function(a, b) return a.name < b.name end)
+  inst = type(inst) == "table" and inst or {instance_id = instance_id, tenant_id = "",
+    labels = json.object({})}
+  return {by = by, reps = reps, list = list, all = all, specs = specs, inst = inst}
+end
+
+return {
+  replica_of = replica_of,
+  members_by_service = members_by_service,
+  spec_of = spec_of,
+  current_state = current_state,
+}

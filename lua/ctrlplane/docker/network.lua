@@ -1,0 +1,130 @@
+-- The project's network (with an explicit subnet from the pool) and its
+-- named volumes: found or created, labelled, recorded for undo.
+local engine = require("ctrlplane.docker.engine")
+local project = require("ctrlplane.docker.project")
+
+local LABEL = project.LABEL
+local seg = engine.segment
+
+local function fail(msg, code)
+  return nil, msg, code
+end
+
+-- IPv4 "a.b.c.d/n" -> first address as an integer, prefix length.
+local function parse_cidr(cidr)
+  local a, b, c, d, n = tostring(cidr):match("^(%d+)%.(%d+)%.(%d+)%.(%d+)/(%d+)$")
+  if not a then return nil end
+  return ((tonumber(a) << 24) | (tonumber(b) << 16) | (tonumber(c) << 8) | tonumber(d)),
+    tonumber(n)
+end
+
+local function overlaps(a, alen, b, blen)
+  local len = math.min(alen, blen)
+  local mask = len == 0 and 0 or ((0xffffffff << (32 - len)) & 0xffffffff)
+  return (a & mask) == (b & mask)
+end
+
+-- Subnets (/24) of the pool not used by any network the daemon has: the
+-- project network gets an explicit subnet so a retiring container can keep
+-- its address (see replace_units).
+local function free_subnets(ctx, want)
+  local base, plen = parse_cidr(ctx.cfg.subnet_pool)
+  if not base or plen > 24 then return {} end
+  local nets = ctx.eng:get("/networks") or {}
+  local used = {}
+  for _, n in ipairs(type(nets) == "table" and nets or {}) do
+    for _, c in ipairs((n.IPAM or {}).Config or {}) do
+      local ub, ul = parse_cidr(c.Subnet)
+      if ub then used[#used + 1] = {ub, ul} end
+    end
+  end
+  local out = {}
+  local count = 1 << (24 - plen)
+  local start = math.random(0, count - 1) -- spread concurrent callers
+  for k = 0, count - 1 do
+    local cand = base + (((start + k) % count) << 8)
+    local clash = false
+    for _, u in ipairs(used) do
+      if overlaps(cand, 24, u[1], u[2]) then clash = true break end
+    end
+    if not clash then
+      out[#out + 1] = string.format("%d.%d.%d.0/24", cand >> 24, (cand >> 16) & 255, (cand >> 8) & 255)
+      if #out >= want then break end
+    end
+  end
+  return out
+end
+
+local function ensure_network(ctx)
+  local name = project.network_name(ctx.inst.instance_id)
+  local net, err, code = ctx.eng:get("/networks/" .. seg(name))
+  if net then
+    local labels = net.Labels or {}
+    if labels[LABEL.project] ~= project.name(ctx.inst.instance_id) then
+      return fail(string.format("network %s exists but is not managed by ctrlplane "
+        .. "(no %s label); refusing to use it", name, LABEL.project), "conflict")
+    end
+    return true
+  end
+  if code ~= "not_found" then return fail("inspecting network " .. name .. ": " .. err, code) end
+  local body = {
+    Name = name, Driver = "bridge", CheckDuplicate = true,
+    Labels = {[LABEL.instance] = ctx.inst.instance_id,
+      [LABEL.project] = project.name(ctx.inst.instance_id),
+      [LABEL.tenant] = ctx.inst.tenant_id or ""},
+  }
+  -- an explicit subnet from the pool; a clash with a concurrent caller
+  -- moves on to the next free one, and without any the daemon picks
+  local candidates = free_subnets(ctx, 4)
+  local created, cerr, ccode
+  for i = 1, #candidates + 1 do
+    body.IPAM = candidates[i] and {Driver = "default", Config = {{Subnet = candidates[i]}}} or nil
+    created, cerr, ccode = ctx.eng:post("/networks/create", nil, body)
+    if created or not (cerr or ""):lower():find("overlap", 1, true) then break end
+  end
+  if not created then return fail("creating network " .. name .. ": " .. cerr, ccode) end
+  ctx.created_network = created.Id or name
+  return true
+end
+
+local function ensure_volumes(ctx, services)
+  local want, order = {}, {}
+  for _, s in ipairs(services) do
+    for _, v in ipairs(s.volumes or {}) do
+      if v.type ~= "ephemeral" then
+        local name = project.volume_name(ctx.inst.instance_id, v.name)
+        if not want[name] then
+          want[name] = true
+          order[#order + 1] = name
+        end
+      end
+    end
+  end
+  if #order == 0 then return true end
+  local list, err, code = ctx.eng:get("/volumes", {filters = engine.filters({
+    label = {LABEL.project .. "=" .. project.name(ctx.inst.instance_id)}})})
+  if not list then return fail("listing volumes: " .. err, code) end
+  local have = {}
+  for _, v in ipairs(list.Volumes or {}) do have[v.Name] = true end
+  local calls, names = {}, {}
+  for _, name in ipairs(order) do
+    if not have[name] then
+      names[#names + 1] = name
+      calls[#calls + 1] = {method = "POST", path = "/volumes/create", body = {
+        Name = name, Labels = {[LABEL.instance] = ctx.inst.instance_id,
+          [LABEL.project] = project.name(ctx.inst.instance_id)}}}
+    end
+  end
+  for i, r in ipairs(ctx.eng:batch(calls)) do
+    if r.error then return fail("creating volume " .. names[i] .. ": " .. r.error, r.code) end
+    ctx.created_volumes[#ctx.created_volumes + 1] = names[i]
+  end
+  return true
+end
+
+return {
+  parse_cidr = parse_cidr,
+  free_subnets = free_subnets,
+  ensure_network = ensure_network,
+  ensure_volumes = ensure_volumes,
+}

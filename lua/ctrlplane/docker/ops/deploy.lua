@@ -1,0 +1,296 @@
+-- deploy and rollback: replacing containers by the rollout strategy,
+-- atomic across the listed services, with the release history recorded.
+local core = require("ctrlplane.docker.core")
+local engine = require("ctrlplane.docker.engine")
+local gate = require("ctrlplane.docker.gate")
+local image = require("ctrlplane.docker.image")
+local json = require("ctrlplane.docker.json")
+local members = require("ctrlplane.docker.members")
+local policy = require("ctrlplane.docker.policy")
+local project = require("ctrlplane.docker.project")
+local release_history = require("ctrlplane.docker.release_history")
+local steps = require("ctrlplane.docker.steps")
+local util = require("ctrlplane.docker.util")
+local validate = require("ctrlplane.docker.validate")
+
+local seg = engine.segment
+local create_containers = steps.create_containers
+local current_state = members.current_state
+local emit = steps.emit
+local ensure_images = image.ensure_images
+local history_of = release_history.history_of
+local members_by_service = members.members_by_service
+local new_ctx = steps.new_ctx
+local plan_waves = gate.plan_waves
+local policies = gate.policies
+local record_release = release_history.record_release
+local remove_containers = steps.remove_containers
+local replica_unit = steps.replica_unit
+local run_init = steps.run_init
+local snapshot = release_history.snapshot
+local start_containers = steps.start_containers
+local wait_ready = steps.wait_ready
+
+local P = {}
+
+-- ---- replacing containers (deploy, rollback) ------------------------------------------
+
+-- Replaces each unit's old container with one made from unit.spec, by the
+-- unit's strategy:
+--   recreate     the old container is renamed and stopped, then the new one
+--                starts under the canonical name;
+--   start-first  the new one starts beside the old one (same network alias),
+--                and only once it is ready is the old one taken off the
+--                network, drained and stopped, so the service name always
+--                resolves to a running container.
+-- Old containers are kept until every unit is done: a failure removes the
+-- new containers and puts every old one back as it was.
+local function replace_units(p, ctx, units, after_each)
+  local eng = p.engine
+  local net = project.network_name(ctx.inst.instance_id)
+  local t = math.ceil(p.cfg.stop_timeout)
+  local retired = {}
+  local stamp = string.format("%x", math.floor(core.walltime() * 1000))
+  local function restore(e, c)
+    remove_containers(eng, ctx.created)
+    for i = #retired, 1, -1 do
+      local old = retired[i]
+      eng:post("/containers/" .. seg(old.id) .. "/rename", {name = old.name})
+      if old.disconnected then
+        eng:post("/networks/" .. seg(net) .. "/disconnect", nil, {Container = old.id, Force = true})
+        eng:post("/networks/" .. seg(net) .. "/connect", nil,
+          {Container = old.id, EndpointConfig = {Aliases = {old.service}}})
+      end
+      if old.running then eng:post("/containers/" .. seg(old.id) .. "/start") end
+    end
+    return nil, e .. (#retired > 0 and " (previous containers restored)"
+      or " (the previous containers kept running)"), c
+  end
+  for step, u in ipairs(units) do
+    local old = u.old
+    local was_running = old.State == "running"
+    local retire_name = string.format("%s-retired-%s", u.cname, stamp)
+    local s = u.spec
+    if s.role == "init" or u.strategy ~= "start-first" then
+      local done, rerr, rcode = eng:post("/containers/" .. seg(old.Id) .. "/rename", {name = retire_name})
+      if not done then return restore("retiring service " .. u.key .. ": " .. rerr, rcode) end
+      retired[#retired + 1] = {id = old.Id, name = u.cname, running = was_running, service = s.name}
+      done, rerr, rcode = eng:post("/containers/" .. seg(old.Id) .. "/stop", {t = t})
+      if not done then return restore("stopping service " .. u.key .. ": " .. rerr, rcode) end
+      emit(ctx, {type = "service", service = u.key, action = "stopped", container = old.Id})
+      if s.role == "init" then
+        local ok, err, code = run_init(ctx, s)
+        if not ok then return restore(err, code) end
+      else
+        local ids, err, code = create_containers(ctx, {u})
+        if not ids then return restore(err, code) end
+        local ok
+        ok, err, code = start_containers(ctx, {u.key}, ids)
+        if not ok then return restore(err, code) end
+        ok, err, code = wait_ready(ctx, ids, {[u.key] = s})
+        if not ok then return restore("deploy of service " .. s.name .. " failed: " .. err, code) end
+      end
+    else
+      -- start-first: the new container under a temporary name and without
+      -- the service alias, so nobody is sent to it before it is ready
+      local nu = {spec = s, replica = u.replica, key = u.key, no_alias = true,
+        cname = string.format("%s-next-%s", u.cname, stamp)}
+      local ids, err, code = create_containers(ctx, {nu})
+      if not ids then return restore(err, code) end
+      local ok, info
+      ok, err, code = start_containers(ctx, {u.key}, ids)
+      if not ok then return restore(err, code) end
+      info, err, code = wait_ready(ctx, ids, {[u.key] = s})
+      if not info then return restore("deploy of service " .. s.name .. " failed: " .. err, code) end
+      if u.grace and u.grace > 0 and not s.health_check then
+        -- no health check: it must keep running for the grace period
+        core.sleep(u.grace)
+        info, err, code = wait_ready(ctx, ids, {[u.key] = s})
+        if not info then return restore("deploy of service " .. s.name .. " failed: " .. err, code) end
+      end
+      -- ready: into the name's rotation, at the address it has
+      local nc = info[u.key]
+      local new_ip = nc and nc.NetworkSettings and nc.NetworkSettings.Networks
+        and nc.NetworkSettings.Networks[net] and nc.NetworkSettings.Networks[net].IPAddress
+      local endpoint = {Aliases = {s.name}}
+      if new_ip and new_ip ~= "" then endpoint.IPAMConfig = {IPv4Address = new_ip} end
+      local moved, merr, mcode = eng:post("/networks/" .. seg(net) .. "/disconnect", nil,
+        {Container = ids[u.key], Force = true})
+      if moved then
+        moved, merr, mcode = eng:post("/networks/" .. seg(net) .. "/connect", nil,
+          {Container = ids[u.key], EndpointConfig = endpoint})
+        if not moved and endpoint.IPAMConfig then -- a network without an explicit subnet
+          endpoint.IPAMConfig = nil
+          moved, merr, mcode = eng:post("/networks/" .. seg(net) .. "/connect", nil,
+            {Container = ids[u.key], EndpointConfig = endpoint})
+        end
+      end
+      if not moved then return restore("adding service " .. u.key .. " to its network: " .. merr, mcode) end
+      -- take the old one out of the name's rotation: off the network, then
+      -- back on at the same address without the alias, so a client that
+      -- resolved the name a moment ago still reaches it while it drains
+      local old_ip = old.NetworkSettings and old.NetworkSettings.Networks
+        and old.NetworkSettings.Networks[net] and old.NetworkSettings.Networks[net].IPAddress
+      local done, rerr, rcode = eng:post("/networks/" .. seg(net) .. "/disconnect", nil,
+        {Container = old.Id, Force = true})
+      if not done then return restore("retiring service " .. u.key .. ": " .. rerr, rcode) end
+      retired[#retired + 1] = {id = old.Id, name = u.cname, running = was_running, service = s.name,
+        disconnected = true}
+      if old_ip and old_ip ~= "" then
+        -- needs the network's explicit subnet; without it the old address is simply gone
+        eng:post("/networks/" .. seg(net) .. "/connect", nil,
+          {Container = old.Id, EndpointConfig = {IPAMConfig = {IPv4Address = old_ip}}})
+      end
+      if u.drain and u.drain > 0 then core.sleep(u.drain) end
+      done, rerr, rcode = eng:post("/containers/" .. seg(old.Id) .. "/rename", {name = retire_name})
+      if not done then return restore("retiring service " .. u.key .. ": " .. rerr, rcode) end
+      done, rerr, rcode = eng:post("/containers/" .. seg(old.Id) .. "/stop", {t = t})
+      if not done then return restore("stopping service " .. u.key .. ": " .. rerr, rcode) end
+      emit(ctx, {type = "service", service = u.key, action = "stopped", container = old.Id})
+      done, rerr, rcode = eng:post("/containers/" .. seg(ids[u.key]) .. "/rename", {name = u.cname})
+      if not done then return restore("renaming service " .. u.key .. ": " .. rerr, rcode) end
+    end
+    if after_each then
+      local go, why, wcode = after_each(step, u)
+      if not go then return restore(why, wcode) end
+    end
+  end
+  local old_ids = {}
+  for i, old in ipairs(retired) do old_ids[i] = old.id end
+  remove_containers(eng, old_ids)
+  return true
+end
+
+
+-- Deploys changes = {name -> {image, env, health_check}} in rollout order.
+local function apply_release(p, instance_id, release_id, strategy_req, changes, opts)
+  local pol, perr, pcode = policies(p, {"rollout", "status"})
+  if not pol then return nil, perr, pcode end
+  local cur, err, code = current_state(p, instance_id)
+  if not cur then return nil, err, code end
+  local waves
+  waves, err, code = plan_waves(pol.rollout, cur.all)
+  if not waves then return nil, err, code end
+
+  local ctx = new_ctx(p, cur.inst, {on_event = opts.on_event, release = release_id})
+  local units, images, new_specs = {}, {}, {}
+  for _, s in pairs(cur.specs) do new_specs[s.name] = s end
+  for _, wave in ipairs(waves) do
+    for _, name in ipairs(wave) do
+      local d = changes[name]
+      if d then
+        local s = util.copy(cur.specs[name])
+        if d.image then s.image = d.image end
+        if d.env then s.env = d.env end
+        if d.health_check then s.health_check = d.health_check end
+        new_specs[name] = s
+        images[#images + 1] = s.image
+        local strategy = policy.call(pol.rollout, "strategy", {name = name, role = s.role,
+          ports = s.ports, health_check = s.health_check},
+          {strategy = strategy_req, release_id = release_id}) or "recreate"
+        if strategy == "rolling" then strategy = "start-first" end
+        if strategy ~= "recreate" and strategy ~= "start-first" then
+          return nil, string.format("strategy %q is not supported by this runtime "
+            .. "(recreate, start-first)", strategy), "invalid"
+        end
+        if strategy == "start-first" then
+          for _, port in ipairs(s.ports or {}) do
+            if port.host then strategy = "recreate" end -- a fixed host port cannot be shared
+          end
+        end
+        for _, c in ipairs(cur.reps[name] or {cur.by[name]}) do
+          local u = replica_unit(ctx, s, c.replica or 1)
+          u.old, u.strategy = c, strategy
+          u.grace = p.cfg.start_grace
+          u.drain = p.cfg.drain
+          units[#units + 1] = u
+        end
+      end
+    end
+  end
+  ctx.history = record_release(history_of(cur.list), release_id, snapshot(new_specs))
+  local ok
+  ok, err, code = ensure_images(ctx, images)
+  if not ok then return nil, err, code end
+
+  local after
+  if pol.rollout.fns.after_service then
+    local total = #units
+    after = function(step, u)
+      local go, why = policy.call(pol.rollout, "after_service", {
+        service = u.spec.name, replica = u.replica, index = step, total = total,
+        release_id = release_id,
+        status = function() return p:status(instance_id) end,
+        sleep = function(seconds) core.sleep(math.min(seconds, 600)) end,
+      })
+      if go == nil and why then return nil, why, "policy" end
+      if go == false then
+        return nil, string.format("deploy stopped by the rollout policy after service %s: %s",
+          u.spec.name, tostring(why or "no reason given")), "rollout_aborted"
+      end
+      return true
+    end
+  end
+  ok, err, code = replace_units(p, ctx, units, after)
+  if not ok then return nil, err, code end
+  local st = p:status(instance_id)
+  return {provider_ref = project.provider_ref(instance_id),
+    status = st and st.state or "running", release_id = release_id}
+end
+
+-- deploy: recreate the listed services with the new image/env, keeping
+-- everything else of their spec; atomic across the listed services.
+function P:deploy(req, opts)
+  opts = opts or {}
+  if type(req) ~= "table" then return nil, "invalid request: request: expected an object", "invalid" end
+  local okid, iderr = project.validate_id(req.instance_id)
+  if not okid then return nil, "invalid request: " .. iderr, "invalid" end
+  local by, reps, list = members_by_service(self.engine, req.instance_id)
+  if not by then return nil, reps, list end
+  if not next(by) then
+    return nil, "instance " .. req.instance_id .. " does not exist", "not_found"
+  end
+  local r, verr, vcode, verrors = validate.deploy(req, by)
+  if not r then return nil, verr, vcode, verrors end
+  local changes = {}
+  for _, d in ipairs(r.services) do changes[d.name] = d end
+  return apply_release(self, req.instance_id, r.release_id or ("deploy-" .. os.time()), r.strategy,
+    changes, opts)
+end
+
+-- rollback: every service back to its image and env at that release.
+function P:rollback(instance_id, release_id, opts)
+  opts = opts or {}
+  local ok, verr = project.validate_id(instance_id)
+  if not ok then return nil, verr, "invalid" end
+  if type(release_id) ~= "string" or release_id == "" then
+    return nil, "release_id: expected a release id", "invalid"
+  end
+  local cur, err, code = current_state(self, instance_id)
+  if not cur then return nil, err, code end
+  local history, target = history_of(cur.list), nil
+  local known = {}
+  for _, e in ipairs(history) do
+    known[#known + 1] = e.id
+    if e.id == release_id then target = e end
+  end
+  if not target then
+    return nil, string.format("instance %s has no release %q (known releases: %s)", instance_id,
+      release_id, #known > 0 and table.concat(known, ", ") or "none"), "not_found"
+  end
+  local changes = {}
+  for name, snap in pairs(target.services or {}) do
+    local s = cur.specs[name]
+    if s and (s.image ~= snap.image or json.encode(s.env or {}) ~= json.encode(snap.env or {})) then
+      changes[name] = {image = snap.image, env = snap.env or json.object({})}
+    end
+  end
+  if not next(changes) then
+    -- nothing differs: the instance is already at that release
+    return {provider_ref = project.provider_ref(instance_id), status = "running",
+      release_id = release_id}
+  end
+  return apply_release(self, instance_id, release_id, opts.strategy, changes, opts)
+end
+
+return P

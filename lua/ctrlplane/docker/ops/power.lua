@@ -1,0 +1,90 @@
+-- start, stop and restart: the long-lived services, in the rollout
+-- policy's waves (stop in reverse).
+local engine = require("ctrlplane.docker.engine")
+local gate = require("ctrlplane.docker.gate")
+local members = require("ctrlplane.docker.members")
+local project = require("ctrlplane.docker.project")
+
+local seg = engine.segment
+local members_by_service = members.members_by_service
+local plan_waves = gate.plan_waves
+local policies = gate.policies
+local spec_of = members.spec_of
+
+local P = {}
+
+-- Members (long-lived ones) and the rollout waves over them.
+local function live_waves(p, instance_id)
+  local ok, verr = project.validate_id(instance_id)
+  if not ok then return nil, verr, "invalid" end
+  local pol, perr, pcode = policies(p, {"rollout"})
+  if not pol then return nil, perr, pcode end
+  local by, reps, list = members_by_service(p.engine, instance_id)
+  if not by then return nil, reps, list end
+  if not next(by) then
+    return nil, "instance " .. instance_id .. " does not exist", "not_found"
+  end
+  local services = {}
+  for name, c in pairs(by) do
+    local s = spec_of(c)
+    s.name = name
+    if s.role ~= "init" then services[#services + 1] = s end
+  end
+  table.sort(services, function(a, b) return a.name < b.name end)
+  local live = {}
+  for _, s in ipairs(services) do live[s.name] = true end
+  for _, s in ipairs(services) do -- dependencies on inits do not matter here
+    local deps = {}
+    for _, d in ipairs(s.depends_on) do if live[d] then deps[#deps + 1] = d end end
+    s.depends_on = deps
+  end
+  local waves, err, code = plan_waves(pol.rollout, services)
+  if not waves then return nil, err, code end
+  return waves, reps
+end
+
+local function each_wave(p, waves, reps, action, query, reverse)
+  local eng = p.engine
+  local from, to, step = 1, #waves, 1
+  if reverse then from, to, step = #waves, 1, -1 end
+  for w = from, to, step do
+    local calls, names = {}, {}
+    for _, name in ipairs(waves[w]) do
+      for _, c in ipairs(reps[name] or {}) do
+        names[#names + 1] = name
+        calls[#calls + 1] = {method = "POST", path = "/containers/" .. seg(c.Id) .. "/" .. action,
+          query = query}
+      end
+    end
+    for i, r in ipairs(eng:batch(calls)) do
+      if r.error then
+        return nil, string.format("%s service %s: %s", action, names[i], r.error), r.code
+      end
+    end
+  end
+  return true
+end
+
+function P:start(instance_id)
+  local waves, reps, code = live_waves(self, instance_id)
+  if not waves then return nil, reps, code end
+  return each_wave(self, waves, reps, "start")
+end
+
+function P:stop(instance_id, opts)
+  local waves, reps, code = live_waves(self, instance_id)
+  if not waves then return nil, reps, code end
+  local t = math.ceil((opts and opts.stop_timeout) or self.cfg.stop_timeout)
+  return each_wave(self, waves, reps, "stop", {t = t}, true)
+end
+
+function P:restart(instance_id, opts)
+  local waves, reps, code = live_waves(self, instance_id)
+  if not waves then return nil, reps, code end
+  local t = math.ceil((opts and opts.stop_timeout) or self.cfg.stop_timeout)
+  local ok, err, ecode = each_wave(self, waves, reps, "stop", {t = t}, true)
+  if not ok then return nil, err, ecode end
+  return each_wave(self, waves, reps, "start")
+end
+
+return P

@@ -1,0 +1,107 @@
+-- scale: live CPU/memory limits on the main service (same containers) and
+-- its number of replicas.
+local engine = require("ctrlplane.docker.engine")
+local members = require("ctrlplane.docker.members")
+local project = require("ctrlplane.docker.project")
+local steps = require("ctrlplane.docker.steps")
+local util = require("ctrlplane.docker.util")
+local validate = require("ctrlplane.docker.validate")
+
+local LABEL = project.LABEL
+local seg = engine.segment
+local create_containers = steps.create_containers
+local current_state = members.current_state
+local new_ctx = steps.new_ctx
+local remove_containers = steps.remove_containers
+local replica_unit = steps.replica_unit
+local start_containers = steps.start_containers
+local wait_ready = steps.wait_ready
+
+local P = {}
+
+-- scale: live CPU/memory limits on the main service (same containers) and
+-- its number of replicas.
+function P:scale(instance_id, spec, opts)
+  opts = opts or {}
+  local ok, verr = project.validate_id(instance_id)
+  if not ok then return nil, verr, "invalid" end
+  local rs, serr, scode, serrors = validate.resources(spec)
+  if not rs then return nil, serr, scode, serrors end
+  local cur, err, code = current_state(self, instance_id)
+  if not cur then return nil, err, code end
+  local main
+  for _, s in ipairs(cur.all) do
+    if s.role == "main" then main = s end
+  end
+  if not main then return nil, "instance " .. instance_id .. " has no main service", "not_found" end
+  local eng = self.engine
+  local reps = cur.reps[main.name] or {cur.by[main.name]}
+
+  -- limits, live, on the containers there are
+  local res = util.copy(main.resources or {})
+  local update = {}
+  if rs.cpu_millis then
+    res.cpu_millis = rs.cpu_millis
+    update.NanoCpus = rs.cpu_millis * 1000000
+  end
+  if rs.memory_mb then
+    res.memory_mb = rs.memory_mb
+    update.Memory = rs.memory_mb * 1048576
+    update.MemorySwap = rs.memory_mb > 0 and 2 * rs.memory_mb * 1048576 or -1
+  end
+  if next(update) then
+    local calls = {}
+    for i, c in ipairs(reps) do
+      calls[i] = {method = "POST", path = "/containers/" .. seg(c.Id) .. "/update", body = update}
+    end
+    for i, r in ipairs(eng:batch(calls)) do
+      if r.error then
+        return nil, string.format("updating %s replica %d: %s", main.name, reps[i].replica or 1,
+          r.error), r.code
+      end
+    end
+  end
+
+  local want = rs.replicas
+  if not want or want == #reps then return true end
+  if want > #reps then
+    for _, port in ipairs(main.ports or {}) do
+      if port.host then
+        return nil, string.format("replicas: service %s publishes the fixed host port %d, which "
+          .. "%d replicas cannot share", main.name, port.host, want), "invalid"
+      end
+    end
+    local s = util.copy(main)
+    s.resources = res
+    local ctx = new_ctx(self, cur.inst, {on_event = opts.on_event,
+      release = (cur.by[main.name].Labels or {})[LABEL.release]})
+    ctx.history = (cur.by[main.name].Labels or {})[LABEL.releases]
+    local units, keys = {}, {}
+    for rep = #reps + 1, want do
+      local u = replica_unit(ctx, s, rep)
+      units[#units + 1] = u
+      keys[#keys + 1] = u.key
+    end
+    local ids
+    ids, err, code = create_containers(ctx, units)
+    if ids then
+      ok, err, code = start_containers(ctx, keys, ids)
+      if ok then
+        local specs = {}
+        for _, k in ipairs(keys) do specs[k] = s end
+        ok, err, code = wait_ready(ctx, ids, specs)
+      end
+    end
+    if not ids or not ok then
+      remove_containers(eng, ctx.created)
+      return nil, "scaling " .. main.name .. " up: " .. err, code
+    end
+    return true
+  end
+  -- down: the newest replicas go first
+  local doomed = {}
+  for i = #reps, want + 1, -1 do doomed[#doomed + 1] = reps[i].Id end
+  return remove_containers(eng, doomed)
+end
+
+return P

@@ -1,0 +1,50 @@
+-- Release history, kept in container labels on the engine (the last
+-- HISTORY_MAX releases, each with the image and env of every service).
+local json = require("ctrlplane.docker.json")
+local project = require("ctrlplane.docker.project")
+local util = require("ctrlplane.docker.util")
+
+local LABEL = project.LABEL
+local release_history = {}
+
+release_history.HISTORY_MAX = 10
+
+-- The newest history among the members (the last container created
+-- carries the most recent one).
+local function history_of(list)
+  local newest, at = nil, -1
+  for _, c in ipairs(list or {}) do
+    local labels = c.Labels or {}
+    if labels[LABEL.releases] and (c.Created or 0) > at then
+      newest, at = labels[LABEL.releases], c.Created or 0
+    end
+  end
+  local h = newest and json.decode(newest)
+  return type(h) == "table" and h or {}
+end
+
+local function snapshot(specs)
+  local out = {}
+  for _, s in pairs(specs) do
+    out[s.name] = {image = s.image, env = s.env or json.object({})}
+  end
+  return out
+end
+
+-- Appends (or moves to the end) the release id with its snapshot; keeps the
+-- last HISTORY_MAX. Returns the JSON text for the label.
+local function record_release(history, id, services)
+  local out = json.array({})
+  for _, e in ipairs(history) do
+    if e.id ~= id then out[#out + 1] = e end
+  end
+  out[#out + 1] = {id = id, at = util.rfc3339(), services = services}
+  while #out > release_history.HISTORY_MAX do table.remove(out, 1) end
+  return json.encode(out), out
+end
+
+release_history.history_of = history_of
+release_history.snapshot = snapshot
+release_history.record_release = record_release
+
+return release_history

@@ -1,0 +1,158 @@
+-- Pure spec building (no Docker): the body of POST /containers/create for
+-- a service, its health check, the spec hash that decides whether a
+-- container is up to date, and the endpoints of a running project.
+local image = require("ctrlplane.docker.image")
+local json = require("ctrlplane.docker.json")
+local project = require("ctrlplane.docker.project")
+local util = require("ctrlplane.docker.util")
+
+local LABEL = project.LABEL
+local image_ref = image.image_ref
+
+-- FNV-1a, 64 bit: a stable fingerprint of an applied spec.
+local function fnv1a(s)
+  local h = 0xcbf29ce484222325
+  for i = 1, #s do
+    h = (h ~ s:byte(i)) * 0x100000001b3
+  end
+  return string.format("%016x", h)
+end
+
+local function stored_service(svc)
+  local s = util.copy(svc)
+  s.field = nil
+  return s
+end
+
+local function instance_info(r)
+  return {instance_id = r.instance_id, tenant_id = r.tenant_id or "", name = r.name or "",
+    kind = r.kind or "deployment", labels = r.labels or json.object({})}
+end
+
+local function spec_hash(cfg, inst, svc)
+  return fnv1a(json.encode({inst = inst, svc = stored_service(svc), image = image_ref(cfg, svc.image),
+    network = cfg.network or "", publish = cfg.publish_address}))
+end
+
+local function port_key(p)
+  return string.format("%d/%s", p.container, p.protocol or "tcp")
+end
+
+local function healthcheck(hc)
+  local timeout = hc.timeout or 3
+  local test
+  if hc.path then
+    -- Docker's Timeout bounds the probe (busybox wget's own -T is unreliable)
+    test = {"CMD", "wget", "-q", "-O", "/dev/null",
+      string.format("http://127.0.0.1:%d%s", hc.port, hc.path)}
+  else
+    test = {"CMD-SHELL", string.format("nc -w %d 127.0.0.1 %d </dev/null",
+      math.max(1, math.ceil(timeout)), hc.port)}
+  end
+  return {Test = test, Interval = util.nanos(hc.interval or 1), Timeout = util.nanos(timeout),
+    Retries = hc.retries or 3, StartPeriod = 0}
+end
+
+-- The body of POST /containers/create for one service (replica n of it).
+local function container_body(cfg, inst, svc, release, replica, history, no_alias)
+  local labels = {}
+  for k, v in pairs(inst.labels or {}) do labels[k] = v end
+  for k, v in pairs(svc.annotations or {}) do labels[k] = v end
+  labels[LABEL.instance] = inst.instance_id
+  labels[LABEL.project] = project.name(inst.instance_id)
+  labels[LABEL.tenant] = inst.tenant_id or ""
+  labels[LABEL.service] = svc.name
+  labels[LABEL.role] = svc.role
+  labels[LABEL.release] = release or ""
+  labels[LABEL.spec] = json.encode(stored_service(svc))
+  labels[LABEL.instance_spec] = json.encode(inst)
+  labels[LABEL.spec_hash] = spec_hash(cfg, inst, svc)
+  labels[LABEL.replica] = tostring(replica or 1)
+  if history then labels[LABEL.releases] = history end
+
+  local env = json.array({})
+  for _, k in ipairs(util.sorted_keys(svc.env or {})) do env[#env + 1] = k .. "=" .. svc.env[k] end
+
+  local exposed, bindings = {}, {}
+  for _, p in ipairs(svc.ports or {}) do
+    local key = port_key(p)
+    exposed[key] = json.object({})
+    bindings[key] = {{HostIp = cfg.publish_address, HostPort = p.host and tostring(p.host) or ""}}
+  end
+
+  local mounts = json.array({})
+  for _, v in ipairs(svc.volumes or {}) do
+    if v.type == "ephemeral" then
+      local m = {Type = "tmpfs", Target = v.mount_path}
+      if v.size_mb and v.size_mb > 0 then m.TmpfsOptions = {SizeBytes = v.size_mb * 1048576} end
+      mounts[#mounts + 1] = m
+    else
+      mounts[#mounts + 1] = {Type = "volume", Source = project.volume_name(inst.instance_id, v.name),
+        Target = v.mount_path}
+    end
+  end
+
+  local res = svc.resources or {}
+  local net = project.network_name(inst.instance_id)
+  local host = {
+    NetworkMode = net,
+    RestartPolicy = {Name = svc.role == "init" and "no" or "unless-stopped"},
+    PortBindings = bindings,
+    Mounts = mounts,
+  }
+  if res.cpu_millis and res.cpu_millis > 0 then host.NanoCpus = res.cpu_millis * 1000000 end
+  if res.memory_mb and res.memory_mb > 0 then host.Memory = res.memory_mb * 1048576 end
+
+  local body = {
+    -- no Hostname: Docker makes the hostname a network alias, and the
+    -- service alias must stay under the runtime's control (start-first)
+    Image = image_ref(cfg, svc.image),
+    Env = env,
+    Labels = labels,
+    ExposedPorts = exposed,
+    HostConfig = host,
+    NetworkingConfig = {EndpointsConfig = {[net] = no_alias and json.object({})
+      or {Aliases = {svc.name}}}},
+  }
+  if svc.command and #svc.command > 0 then body.Entrypoint = svc.command end
+  if svc.args and #svc.args > 0 then body.Cmd = svc.args end
+  if svc.health_check then body.Healthcheck = healthcheck(svc.health_check) end
+  return body
+end
+
+-- Endpoints of every replica of every service. info: key -> inspect.
+local function endpoints_of(inst_id, specs, info, counts)
+  local out = json.array({})
+  for _, svc in ipairs(specs) do
+    local n = counts and counts[svc.name] or 1
+    for _, p in ipairs(svc.ports or {}) do
+      local scheme = p.protocol == "udp" and "udp" or "http"
+      out[#out + 1] = {service_name = svc.name, port = p.container, protocol = p.protocol,
+        public = false,
+        url = string.format("%s://%s:%d", scheme, project.container_name(inst_id, svc.name),
+          p.container)}
+      for r = 1, n do
+        local c = info[r == 1 and svc.name or (svc.name .. "_" .. r)]
+        local bound = c and c.NetworkSettings and c.NetworkSettings.Ports
+          and c.NetworkSettings.Ports[port_key(p)]
+        local hp = type(bound) == "table" and bound[1] and tonumber(bound[1].HostPort)
+        if hp then
+          out[#out + 1] = {service_name = svc.name, port = math.tointeger(hp), protocol = p.protocol,
+            public = true, url = string.format("%s://localhost:%d", scheme, hp)}
+        end
+      end
+    end
+  end
+  return out
+end
+
+return {
+  fnv1a = fnv1a,
+  stored_service = stored_service,
+  instance_info = instance_info,
+  spec_hash = spec_hash,
+  port_key = port_key,
+  healthcheck = healthcheck,
+  container_body = container_body,
+  endpoints_of = endpoints_of,
+}

@@ -1,0 +1,235 @@
+-- Engine steps every operation is made of: the operation context, units
+-- (one container of a service), create/start/remove, running an init to
+-- completion, waiting for readiness, and undoing what a call created.
+local core = require("ctrlplane.docker.core")
+local engine = require("ctrlplane.docker.engine")
+local project = require("ctrlplane.docker.project")
+local specbuild = require("ctrlplane.docker.specbuild")
+local util = require("ctrlplane.docker.util")
+
+local seg = engine.segment
+local container_body = specbuild.container_body
+
+local function fail(msg, code)
+  return nil, msg, code
+end
+
+local function emit(ctx, ev)
+  if ctx.on_event then ctx.on_event(ev) end
+end
+
+-- Decodes Docker's multiplexed log frames (small outputs only: the last
+-- lines of a failed container) into text.
+local function frames_to_text(body)
+  local out, pos = {}, 1
+  while pos + 7 <= #body do
+    local stream, size = string.unpack(">BxxxI4", body, pos)
+    if stream > 2 then return body end -- not multiplexed (TTY)
+    out[#out + 1] = body:sub(pos + 8, pos + 7 + size)
+    pos = pos + 8 + size
+  end
+  return table.concat(out)
+end
+
+local function last_lines(ctx, id, n)
+  local res = ctx.eng.client:request("GET", "/containers/" .. seg(id) .. "/logs", {
+    query = {stdout = true, stderr = true, tail = n or 10},
+  })
+  if not res then return "" end
+  local text = frames_to_text(res.body):gsub("%s+$", "")
+  return text
+end
+
+local function new_ctx(p, inst, opts)
+  opts = opts or {}
+  return {p = p, eng = p.engine, cfg = p.cfg, inst = inst, on_event = opts.on_event,
+    release = opts.release, created = {}, created_network = nil, created_volumes = {}}
+end
+
+-- A unit is one container of a service: {spec, replica, key, cname}. A
+-- plain service spec stands for its first replica.
+local function unit_of(ctx, u)
+  if u.spec then return u end
+  return {spec = u, replica = 1, key = u.name,
+    cname = project.container_name(ctx.inst.instance_id, u.name)}
+end
+
+local function replica_unit(ctx, spec, r)
+  return {spec = spec, replica = r, key = r == 1 and spec.name or (spec.name .. "_" .. r),
+    cname = project.container_name(ctx.inst.instance_id, spec.name, r)}
+end
+
+-- Creates the containers of the units at once; records them in
+-- ctx.created. Returns {key = container id}.
+local function create_containers(ctx, units)
+  local calls = {}
+  for i, u in ipairs(units) do
+    u = unit_of(ctx, u)
+    units[i] = u
+    calls[i] = {method = "POST", path = "/containers/create", query = {name = u.cname},
+      body = container_body(ctx.cfg, ctx.inst, u.spec, ctx.release, u.replica, ctx.history,
+        u.no_alias)}
+  end
+  local ids, first_err, first_code = {}, nil, nil
+  for i, r in ipairs(ctx.eng:batch(calls)) do
+    if r.value then
+      ids[units[i].key] = r.value.Id
+      ctx.created[#ctx.created + 1] = r.value.Id
+      emit(ctx, {type = "service", service = units[i].key, action = "created",
+        container = r.value.Id})
+    elseif not first_err then
+      first_err = string.format("creating service %s: %s", units[i].key, r.error)
+      first_code = r.code
+    end
+  end
+  if first_err then return fail(first_err, first_code) end
+  if ctx.cfg.network then
+    local conn = {}
+    for i, u in ipairs(units) do
+      conn[i] = {method = "POST", path = "/networks/" .. seg(ctx.cfg.network) .. "/connect",
+        body = {Container = ids[u.key]}}
+    end
+    for i, r in ipairs(ctx.eng:batch(conn)) do
+      if r.error then
+        return fail(string.format("connecting service %s to network %s: %s", units[i].key,
+          ctx.cfg.network, r.error), r.code)
+      end
+    end
+  end
+  return ids
+end
+
+local function start_containers(ctx, keys, ids)
+  local calls = {}
+  for i, key in ipairs(keys) do
+    calls[i] = {method = "POST", path = "/containers/" .. seg(ids[key]) .. "/start"}
+  end
+  for i, r in ipairs(ctx.eng:batch(calls)) do
+    if r.error then
+      return fail(string.format("starting service %s: %s", keys[i], r.error), r.code)
+    end
+    emit(ctx, {type = "service", service = keys[i], action = "started", container = ids[keys[i]]})
+  end
+  return true
+end
+
+-- Runs an init container to completion within the init timeout.
+local function run_init(ctx, svc)
+  local ids, err, code = create_containers(ctx, {svc})
+  if not ids then return nil, err, code end
+  local id = ids[svc.name]
+  local ok, serr, scode = start_containers(ctx, {svc.name}, ids)
+  if not ok then return nil, serr, scode end
+  local res, werr, wcode = ctx.eng:post("/containers/" .. seg(id) .. "/wait",
+    {condition = "not-running"}, nil, {timeout = ctx.cfg.init_timeout})
+  if not res then
+    if wcode == "timeout" then
+      ctx.eng:post("/containers/" .. seg(id) .. "/kill")
+      return fail(string.format("init service %s did not finish within %s", svc.name,
+        util.human_duration(ctx.cfg.init_timeout)), "init_timeout")
+    end
+    return fail(string.format("waiting for init service %s: %s", svc.name, werr), wcode)
+  end
+  local status = res.StatusCode or -1
+  if status ~= 0 then
+    local logs = last_lines(ctx, id, 10)
+    return fail(string.format("init service %s exited with code %d%s", svc.name, status,
+      logs ~= "" and ("; last log lines:\n" .. logs) or ""), "init_failed")
+  end
+  emit(ctx, {type = "service", service = svc.name, action = "completed", container = id})
+  return true
+end
+
+local function inspect_all(ctx, ids)
+  local calls, keys = {}, {}
+  for name, id in pairs(ids) do
+    keys[#keys + 1] = name
+    calls[#calls + 1] = {path = "/containers/" .. seg(id) .. "/json"}
+  end
+  local out = {}
+  for i, r in ipairs(ctx.eng:batch(calls)) do
+    if r.error then return fail("inspecting service " .. keys[i] .. ": " .. r.error, r.code) end
+    out[keys[i]] = r.value
+  end
+  return out
+end
+
+-- Waits until every service in ids is running and, with a health check,
+-- healthy. A container that stops or turns unhealthy fails at once.
+local function wait_ready(ctx, ids, specs, timeout)
+  local deadline = core.clock() + (timeout or ctx.cfg.ready_timeout)
+  while true do
+    local info, err, code = inspect_all(ctx, ids)
+    if not info then return nil, err, code end
+    local pending
+    for name, c in pairs(info) do
+      local st = c.State or {}
+      local health = st.Health and st.Health.Status
+      if st.Status == "exited" or st.Status == "dead" or st.Status == "restarting" then
+        local logs = last_lines(ctx, c.Id, 10)
+        return fail(string.format("service %s stopped (exit code %d)%s%s", name, st.ExitCode or -1,
+          st.OOMKilled and ", killed: out of memory" or "",
+          logs ~= "" and ("; last log lines:\n" .. logs) or ""), "service_failed")
+      end
+      if health == "unhealthy" then
+        local log = st.Health.Log and st.Health.Log[#st.Health.Log]
+        return fail(string.format("service %s is unhealthy%s", name,
+          log and (": " .. (log.Output or ""):gsub("%s+$", "")) or ""), "unhealthy")
+      end
+      if st.Status ~= "running" or (specs[name].health_check and health ~= "healthy") then
+        pending = name
+      end
+    end
+    if not pending then return info end
+    if core.clock() > deadline then
+      return fail(string.format("service %s did not become ready within %s", pending,
+        util.human_duration(timeout or ctx.cfg.ready_timeout)), "timeout")
+    end
+    if not core.sleep(0.1) then return fail("interrupted", "interrupted") end
+  end
+end
+
+local function remove_containers(eng, ids)
+  local calls = {}
+  for i, id in ipairs(ids) do
+    calls[i] = {method = "DELETE", path = "/containers/" .. seg(id), query = {force = true, v = true}}
+  end
+  local first
+  for i, r in ipairs(eng:batch(calls)) do
+    if r.error and r.code ~= "not_found" and not first then
+      first = {"removing container " .. ids[i] .. ": " .. r.error, r.code}
+    end
+  end
+  if first then return nil, first[1], first[2] end
+  return true
+end
+
+-- Removes what this call created (no orphans after a failed provision).
+local function undo(ctx)
+  remove_containers(ctx.eng, ctx.created)
+  local calls = {}
+  for _, v in ipairs(ctx.created_volumes) do
+    calls[#calls + 1] = {method = "DELETE", path = "/volumes/" .. seg(v)}
+  end
+  if ctx.created_network then
+    calls[#calls + 1] = {method = "DELETE", path = "/networks/" .. seg(ctx.created_network)}
+  end
+  ctx.eng:batch(calls)
+end
+
+return {
+  fail = fail,
+  emit = emit,
+  frames_to_text = frames_to_text,
+  last_lines = last_lines,
+  new_ctx = new_ctx,
+  unit_of = unit_of,
+  replica_unit = replica_unit,
+  create_containers = create_containers,
+  start_containers = start_containers,
+  run_init = run_init,
+  inspect_all = inspect_all,
+  wait_ready = wait_ready,
+  remove_containers = remove_containers,
+  undo = undo,
+}
