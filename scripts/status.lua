@@ -5,24 +5,66 @@
 --   c: {name, role, docker_state ("created"|"running"|"paused"|"restarting"|
 --       "removing"|"exited"|"dead"), exit_code, oom_killed, error,
 --       health (nil|"starting"|"healthy"|"unhealthy"), has_health_check,
+--       health_output (the last health probe's output, if any),
 --       restart_policy ("no"|"unless-stopped"|"always"|"on-failure"),
---       restarts, started_at, finished_at}
+--       replica, restarts, started_at, finished_at,
+--       gating, running_for, grace}
+--   gating is true while the runtime waits for a new container to become
+--   ready (provision, deploy, rollback, scale, start, restart): then
+--   running_for is how long it has been running since it last started
+--   (seconds) and grace the strategy's grace period. ready = true lets the
+--   operation go on; a state of failed or stopped fails it at once; anything
+--   else means "not yet" (until the ready timeout).
 --   state is one of: provisioning starting running stopping stopped failed
 --   destroying destroyed.
 --
 -- aggregate(services) -> {state, ready, message}
---   services: list of {name, role, state, ready, message, restarts}
---   (each the result of service() plus name, role and restarts).
+--   services: list of {name, role, state, ready, message, restarts, replicas,
+--   replica_states = {{replica, state, ready, message, restarts}}}: each
+--   service's worst replica (by severity below) plus every replica's own.
+--
+-- severity: the table of states, worst first (1), that both the runtime
+-- (worst replica of a service) and aggregate() use.
 --
 -- The default: the worst state of main and sidecars wins; an init service
 -- that exited 0 has done its job and does not count; one that failed makes
 -- the instance failed.
 
 -- worst first
-local SEVERITY = {failed = 1, destroying = 2, stopping = 3, stopped = 4, provisioning = 5,
-  starting = 6, running = 7, destroyed = 8}
+local SEVERITY = {failed = 1, destroying = 2, stopping = 3, stopped = 4, degraded = 5,
+  provisioning = 6, starting = 7, running = 8, destroyed = 9}
+
+-- While the runtime waits for a new container: a restart or an exit is a
+-- failure, and without a health check it must stay up for the grace period.
+local function gating(c)
+  if c.docker_state == "exited" or c.docker_state == "dead" then
+    return {state = "failed", ready = false, message = string.format("stopped (exit code %d)%s",
+      c.exit_code or -1, c.oom_killed and ", killed: out of memory" or "")}
+  end
+  if c.restarts > 0 or c.docker_state == "restarting" then
+    return {state = "failed", ready = false, message = string.format(
+      "restarted while starting (exit code %d)", c.exit_code or -1)}
+  end
+  if c.docker_state ~= "running" then return nil end
+  if c.health == "unhealthy" then
+    return {state = "failed", ready = false, message = "is unhealthy"
+      .. ((c.health_output or "") ~= "" and (": " .. c.health_output) or "")}
+  end
+  if c.has_health_check then
+    if c.health == "healthy" then return {state = "running", ready = true, message = ""} end
+    return {state = "starting", ready = false, message = "waiting for the health check"}
+  end
+  if (c.running_for or 0) < (c.grace or 0) then
+    return {state = "starting", ready = false, message = "running for less than the grace period"}
+  end
+  return {state = "running", ready = true, message = ""}
+end
 
 local function service(c)
+  if c.gating then
+    local g = gating(c)
+    if g then return g end
+  end
   local st = c.docker_state
   if st == "running" then
     if c.health == "unhealthy" then
@@ -73,7 +115,7 @@ local function aggregate(services)
     local counts = true
     if s.role == "init" and s.state ~= "failed" then counts = false end
     if counts then
-      if not worst or SEVERITY[s.state] < SEVERITY[worst] then
+      if not worst or (SEVERITY[s.state] or 0) < (SEVERITY[worst] or 0) then
         worst = s.state
         why = s.message ~= "" and (s.name .. ": " .. s.message) or nil
       end
@@ -84,4 +126,4 @@ local function aggregate(services)
   return {state = worst, ready = ready and worst == "running", message = why or ""}
 end
 
-return {service = service, aggregate = aggregate}
+return {service = service, aggregate = aggregate, severity = SEVERITY}

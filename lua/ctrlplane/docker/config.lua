@@ -92,7 +92,7 @@ function config.resolve(opts, getenv)
   if not cfg.init_timeout then return nil, err end
   cfg.ready_timeout, err = number_setting(opts, getenv, "ready_timeout", "CP_DOCKER_READY_TIMEOUT", 60)
   if not cfg.ready_timeout then return nil, err end
-  cfg.start_grace, err = number_setting(opts, getenv, "start_grace", "CP_DOCKER_START_GRACE", 1)
+  cfg.start_grace, err = number_setting(opts, getenv, "start_grace", "CP_DOCKER_START_GRACE", 1.5)
   if not cfg.start_grace then return nil, err end
   cfg.drain, err = number_setting(opts, getenv, "drain", "CP_DOCKER_DRAIN", 1)
   if not cfg.drain then return nil, err end

@@ -71,7 +71,23 @@ local function current_state(p, instance_id)
   return {by = by, reps = reps, list = list, all = all, specs = specs, inst = inst}
 end
 
+-- What scripts/status.lua service() is given for one container (an
+-- inspect result) of a service.
+local function service_input(name, spec, c)
+  local st = c.State or {}
+  return {name = name, role = spec.role, docker_state = st.Status,
+    exit_code = st.ExitCode, oom_killed = st.OOMKilled or false, error = st.Error or "",
+    health = st.Health and st.Health.Status, has_health_check = spec.health_check ~= nil,
+    health_output = st.Health and st.Health.Log and #st.Health.Log > 0
+      and (st.Health.Log[#st.Health.Log].Output or ""):gsub("%s+$", "") or nil,
+    restart_policy = c.HostConfig and c.HostConfig.RestartPolicy
+      and c.HostConfig.RestartPolicy.Name or "no",
+    replica = replica_of(c),
+    restarts = c.RestartCount or 0, started_at = st.StartedAt, finished_at = st.FinishedAt}
+end
+
 return {
+  service_input = service_input,
   replica_of = replica_of,
   members_by_service = members_by_service,
   spec_of = spec_of,

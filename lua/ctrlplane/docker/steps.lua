@@ -3,6 +3,8 @@
 -- completion, waiting for readiness, and undoing what a call created.
 local core = require("ctrlplane.docker.core")
 local engine = require("ctrlplane.docker.engine")
+local gate = require("ctrlplane.docker.gate")
+local members = require("ctrlplane.docker.members")
 local project = require("ctrlplane.docker.project")
 local specbuild = require("ctrlplane.docker.specbuild")
 local util = require("ctrlplane.docker.util")
@@ -154,36 +156,61 @@ local function inspect_all(ctx, ids)
   return out
 end
 
--- Waits until every service in ids is running and, with a health check,
--- healthy. A container that stops or turns unhealthy fails at once.
-local function wait_ready(ctx, ids, specs, timeout)
-  local deadline = core.clock() + (timeout or ctx.cfg.ready_timeout)
+-- Waits until the status policy (scripts/status.lua service()) calls every
+-- container in ids ready. The runtime only observes: each poll hands the
+-- policy the container's state with gating = true and running_for (seconds
+-- since this call saw it start; a restart starts the count again) and
+-- grace; the policy answers ready, not yet, or a final state (failed,
+-- stopped, destroying, destroyed), which fails at once with the container's
+-- last log lines. opts: {timeout, grace} or a timeout in seconds.
+-- Returns {key -> inspect} of the ready containers.
+local TERMINAL = {failed = true, stopped = true, destroying = true, destroyed = true}
+
+local function wait_ready(ctx, ids, specs, opts)
+  if type(opts) ~= "table" then opts = {timeout = opts} end
+  local timeout = opts.timeout or ctx.cfg.ready_timeout
+  local grace = opts.grace or ctx.cfg.start_grace or 0
+  local status = ctx.status_policy
+  if not status then
+    local pol, perr, pcode = gate.load(ctx.p, {"status"})
+    if not pol then return nil, perr, pcode end
+    status = pol.status
+    ctx.status_policy = status
+  end
+  local deadline = core.clock() + timeout
+  local seen = {} -- key -> {started_at, since}
   while true do
     local info, err, code = inspect_all(ctx, ids)
     if not info then return nil, err, code end
-    local pending
-    for name, c in pairs(info) do
+    local pending, why
+    for _, key in ipairs(util.sorted_keys(info)) do
+      local c = info[key]
       local st = c.State or {}
-      local health = st.Health and st.Health.Status
-      if st.Status == "exited" or st.Status == "dead" or st.Status == "restarting" then
+      local now = core.clock()
+      local s = seen[key]
+      if st.Status == "running" and (not s or s.started_at ~= st.StartedAt) then
+        s = {started_at = st.StartedAt, since = now}
+        seen[key] = s
+      end
+      local input = members.service_input(specs[key].name or key, specs[key], c)
+      input.gating = true
+      input.grace = grace
+      input.running_for = (st.Status == "running" and s) and (now - s.since) or 0
+      local r, rerr, rcode = gate.service(status, input)
+      if not r then return nil, rerr, rcode end
+      if TERMINAL[r.state] then
         local logs = last_lines(ctx, c.Id, 10)
-        return fail(string.format("service %s stopped (exit code %d)%s%s", name, st.ExitCode or -1,
-          st.OOMKilled and ", killed: out of memory" or "",
-          logs ~= "" and ("; last log lines:\n" .. logs) or ""), "service_failed")
+        return fail(string.format("service %s %s%s", key,
+          r.message ~= "" and r.message or r.state,
+          logs ~= "" and ("; last log lines:\n" .. logs) or ""),
+          (st.Health and st.Health.Status == "unhealthy") and "unhealthy" or "service_failed")
       end
-      if health == "unhealthy" then
-        local log = st.Health.Log and st.Health.Log[#st.Health.Log]
-        return fail(string.format("service %s is unhealthy%s", name,
-          log and (": " .. (log.Output or ""):gsub("%s+$", "")) or ""), "unhealthy")
-      end
-      if st.Status ~= "running" or (specs[name].health_check and health ~= "healthy") then
-        pending = name
-      end
+      if not r.ready then pending, why = key, r.message end
     end
     if not pending then return info end
     if core.clock() > deadline then
-      return fail(string.format("service %s did not become ready within %s", pending,
-        util.human_duration(timeout or ctx.cfg.ready_timeout)), "timeout")
+      return fail(string.format("service %s did not become ready within %s%s", pending,
+        util.human_duration(timeout), (why and why ~= "") and (" (" .. why .. ")") or ""), "timeout")
     end
     if not core.sleep(0.1) then return fail("interrupted", "interrupted") end
   end

@@ -6,7 +6,6 @@ local gate = require("ctrlplane.docker.gate")
 local image = require("ctrlplane.docker.image")
 local json = require("ctrlplane.docker.json")
 local members = require("ctrlplane.docker.members")
-local policy = require("ctrlplane.docker.policy")
 local project = require("ctrlplane.docker.project")
 local release_history = require("ctrlplane.docker.release_history")
 local steps = require("ctrlplane.docker.steps")
@@ -21,8 +20,6 @@ local ensure_images = image.ensure_images
 local history_of = release_history.history_of
 local members_by_service = members.members_by_service
 local new_ctx = steps.new_ctx
-local plan_waves = gate.plan_waves
-local policies = gate.policies
 local record_release = release_history.record_release
 local remove_containers = steps.remove_containers
 local replica_unit = steps.replica_unit
@@ -45,6 +42,11 @@ local P = {}
 --                resolves to a running container.
 -- Old containers are kept until every unit is done: a failure removes the
 -- new containers and puts every old one back as it was.
+-- readiness of a unit's new container, by its strategy's parameters
+local function ready_opts(u)
+  return {grace = u.grace, timeout = u.ready_timeout}
+end
+
 local function replace_units(p, ctx, units, after_each)
   local eng = p.engine
   local net = project.network_name(ctx.inst.instance_id)
@@ -87,7 +89,7 @@ local function replace_units(p, ctx, units, after_each)
         local ok
         ok, err, code = start_containers(ctx, {u.key}, ids)
         if not ok then return restore(err, code) end
-        ok, err, code = wait_ready(ctx, ids, {[u.key] = s})
+        ok, err, code = wait_ready(ctx, ids, {[u.key] = s}, ready_opts(u))
         if not ok then return restore("deploy of service " .. s.name .. " failed: " .. err, code) end
       end
     else
@@ -100,14 +102,8 @@ local function replace_units(p, ctx, units, after_each)
       local ok, info
       ok, err, code = start_containers(ctx, {u.key}, ids)
       if not ok then return restore(err, code) end
-      info, err, code = wait_ready(ctx, ids, {[u.key] = s})
+      info, err, code = wait_ready(ctx, ids, {[u.key] = s}, ready_opts(u))
       if not info then return restore("deploy of service " .. s.name .. " failed: " .. err, code) end
-      if u.grace and u.grace > 0 and not s.health_check then
-        -- no health check: it must keep running for the grace period
-        core.sleep(u.grace)
-        info, err, code = wait_ready(ctx, ids, {[u.key] = s})
-        if not info then return restore("deploy of service " .. s.name .. " failed: " .. err, code) end
-      end
       -- ready: into the name's rotation, at the address it has
       local nc = info[u.key]
       local new_ip = nc and nc.NetworkSettings and nc.NetworkSettings.Networks
@@ -164,12 +160,12 @@ end
 
 -- Deploys changes = {name -> {image, env, health_check}} in rollout order.
 local function apply_release(p, instance_id, release_id, strategy_req, changes, opts)
-  local pol, perr, pcode = policies(p, {"rollout", "status"})
+  local pol, perr, pcode = gate.load(p, {"rollout", "status"})
   if not pol then return nil, perr, pcode end
   local cur, err, code = current_state(p, instance_id)
   if not cur then return nil, err, code end
   local waves
-  waves, err, code = plan_waves(pol.rollout, cur.all)
+  waves, err, code = gate.plan(pol.rollout, cur.all)
   if not waves then return nil, err, code end
 
   local ctx = new_ctx(p, cur.inst, {on_event = opts.on_event, release = release_id})
@@ -185,24 +181,20 @@ local function apply_release(p, instance_id, release_id, strategy_req, changes, 
         if d.health_check then s.health_check = d.health_check end
         new_specs[name] = s
         images[#images + 1] = s.image
-        local strategy = policy.call(pol.rollout, "strategy", {name = name, role = s.role,
+        local st, serr, scode = gate.strategy(pol.rollout, {name = name, role = s.role,
           ports = s.ports, health_check = s.health_check},
-          {strategy = strategy_req, release_id = release_id}) or "recreate"
-        if strategy == "rolling" then strategy = "start-first" end
-        if strategy ~= "recreate" and strategy ~= "start-first" then
-          return nil, string.format("strategy %q is not supported by this runtime "
-            .. "(recreate, start-first)", strategy), "invalid"
-        end
-        if strategy == "start-first" then
+          {strategy = strategy_req, release_id = release_id},
+          {grace = p.cfg.start_grace, drain = p.cfg.drain, ready_timeout = p.cfg.ready_timeout})
+        if not st then return nil, serr, scode end
+        if st.kind == "start-first" then
           for _, port in ipairs(s.ports or {}) do
-            if port.host then strategy = "recreate" end -- a fixed host port cannot be shared
+            if port.host then st.kind = "recreate" end -- a fixed host port cannot be shared
           end
         end
         for _, c in ipairs(cur.reps[name] or {cur.by[name]}) do
           local u = replica_unit(ctx, s, c.replica or 1)
-          u.old, u.strategy = c, strategy
-          u.grace = p.cfg.start_grace
-          u.drain = p.cfg.drain
+          u.old, u.strategy = c, st.kind
+          u.grace, u.drain, u.ready_timeout = st.grace, st.drain, st.ready_timeout
           units[#units + 1] = u
         end
       end
@@ -217,18 +209,12 @@ local function apply_release(p, instance_id, release_id, strategy_req, changes, 
   if pol.rollout.fns.after_service then
     local total = #units
     after = function(step, u)
-      local go, why = policy.call(pol.rollout, "after_service", {
+      return gate.after_service(pol.rollout, {
         service = u.spec.name, replica = u.replica, index = step, total = total,
         release_id = release_id,
         status = function() return p:status(instance_id) end,
         sleep = function(seconds) core.sleep(math.min(seconds, 600)) end,
       })
-      if go == nil and why then return nil, why, "policy" end
-      if go == false then
-        return nil, string.format("deploy stopped by the rollout policy after service %s: %s",
-          u.spec.name, tostring(why or "no reason given")), "rollout_aborted"
-      end
-      return true
     end
   end
   ok, err, code = replace_units(p, ctx, units, after)

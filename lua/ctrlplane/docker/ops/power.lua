@@ -7,8 +7,6 @@ local project = require("ctrlplane.docker.project")
 
 local seg = engine.segment
 local members_by_service = members.members_by_service
-local plan_waves = gate.plan_waves
-local policies = gate.policies
 local spec_of = members.spec_of
 
 local P = {}
@@ -17,7 +15,7 @@ local P = {}
 local function live_waves(p, instance_id)
   local ok, verr = project.validate_id(instance_id)
   if not ok then return nil, verr, "invalid" end
-  local pol, perr, pcode = policies(p, {"rollout"})
+  local pol, perr, pcode = gate.load(p, {"rollout"})
   if not pol then return nil, perr, pcode end
   local by, reps, list = members_by_service(p.engine, instance_id)
   if not by then return nil, reps, list end
@@ -38,7 +36,7 @@ local function live_waves(p, instance_id)
     for _, d in ipairs(s.depends_on) do if live[d] then deps[#deps + 1] = d end end
     s.depends_on = deps
   end
-  local waves, err, code = plan_waves(pol.rollout, services)
+  local waves, err, code = gate.plan(pol.rollout, services)
   if not waves then return nil, err, code end
   return waves, reps
 end

@@ -6,7 +6,6 @@ local gate = require("ctrlplane.docker.gate")
 local image = require("ctrlplane.docker.image")
 local members = require("ctrlplane.docker.members")
 local network = require("ctrlplane.docker.network")
-local policy = require("ctrlplane.docker.policy")
 local project = require("ctrlplane.docker.project")
 local release_history = require("ctrlplane.docker.release_history")
 local specbuild = require("ctrlplane.docker.specbuild")
@@ -25,8 +24,6 @@ local history_of = release_history.history_of
 local instance_info = specbuild.instance_info
 local members_by_service = members.members_by_service
 local new_ctx = steps.new_ctx
-local plan_waves = gate.plan_waves
-local policies = gate.policies
 local record_release = release_history.record_release
 local remove_containers = steps.remove_containers
 local replica_unit = steps.replica_unit
@@ -43,9 +40,9 @@ function P:provision(req, opts)
   opts = opts or {}
   local r, verr, vcode, verrors = validate.provision(req)
   if not r then return nil, verr, vcode, verrors end
-  local pol, perr, pcode = policies(self, {"rollout", "reprovision", "status"})
+  local pol, perr, pcode = gate.load(self, {"rollout", "reprovision", "status"})
   if not pol then return nil, perr, pcode end
-  local waves, werr, wcode = plan_waves(pol.rollout, r.services)
+  local waves, werr, wcode = gate.plan(pol.rollout, r.services)
   if not waves then return nil, werr, wcode end
 
   local inst = instance_info(r)
@@ -68,7 +65,7 @@ function P:provision(req, opts)
         docker_state = c.State, running = c.State == "running",
         exit_code = tonumber((c.Status or ""):match("^Exited %((%-?%d+)%)"))}
     end
-    local decided, derr, dcode = policy.call(pol.reprovision, "decide", desired, current)
+    local decided, derr, dcode = gate.decide(pol.reprovision, desired, current)
     if not decided then return nil, derr, dcode end
     actions = decided
   end

@@ -3,7 +3,6 @@
 local gate = require("ctrlplane.docker.gate")
 local json = require("ctrlplane.docker.json")
 local members = require("ctrlplane.docker.members")
-local policy = require("ctrlplane.docker.policy")
 local project = require("ctrlplane.docker.project")
 local release_history = require("ctrlplane.docker.release_history")
 local specbuild = require("ctrlplane.docker.specbuild")
@@ -15,18 +14,14 @@ local endpoints_of = specbuild.endpoints_of
 local history_of = release_history.history_of
 local inspect_all = steps.inspect_all
 local members_by_service = members.members_by_service
-local policies = gate.policies
 local spec_of = members.spec_of
 
 local P = {}
 
-local SEVERITY = {failed = 1, destroying = 2, stopping = 3, stopped = 4, provisioning = 5,
-  starting = 6, running = 7, destroyed = 8}
-
 function P:status(instance_id)
   local ok, verr = project.validate_id(instance_id)
   if not ok then return nil, verr, "invalid" end
-  local pol, perr, pcode = policies(self, {"status"})
+  local pol, perr, pcode = gate.load(self, {"status"})
   if not pol then return nil, perr, pcode end
   local by, reps, list = members_by_service(self.engine, instance_id)
   if not by then return nil, reps, list end
@@ -48,31 +43,25 @@ function P:status(instance_id)
   local info, err, code = inspect_all(ctx, ids)
   if not info then return nil, err, code end
   local agg_in, specs = {}, {}
+  local severity = gate.severity(pol.status)
   for _, name in ipairs(util.sorted_keys(reps)) do
     local spec = spec_of(by[name])
     spec.name = name
     specs[#specs + 1] = spec
     local entry
+    local reps_in = {}
     for _, rc in ipairs(reps[name]) do
       local c = info[rc.replica == 1 and name or (name .. "_" .. rc.replica)]
       local st = c.State or {}
-      local input = {name = name, role = spec.role, docker_state = st.Status,
-        exit_code = st.ExitCode, oom_killed = st.OOMKilled or false, error = st.Error or "",
-        health = st.Health and st.Health.Status, has_health_check = spec.health_check ~= nil,
-        restart_policy = c.HostConfig and c.HostConfig.RestartPolicy
-          and c.HostConfig.RestartPolicy.Name or "no",
-        replica = rc.replica,
-        restarts = c.RestartCount or 0, started_at = st.StartedAt, finished_at = st.FinishedAt}
-      local s, serr, scode = policy.call(pol.status, "service", input)
+      local s, serr, scode = gate.service(pol.status, members.service_input(name, spec, c))
       if not s then return nil, serr, scode end
-      if type(s) ~= "table" then
-        return nil, "policy " .. pol.status.path .. ": service must return a table", "policy"
-      end
+      reps_in[#reps_in + 1] = {replica = rc.replica, state = s.state, ready = s.ready,
+        message = s.message, restarts = c.RestartCount or 0}
       if not entry then
         entry = {state = s.state, ready = s.ready and true or false, message = s.message or "",
           restarts = c.RestartCount or 0, provider_ref = c.Id, replicas = counts[name]}
       else -- the worst replica speaks for the service
-        if (SEVERITY[s.state] or 0) < (SEVERITY[entry.state] or 0) then
+        if (severity[s.state] or 0) < (severity[entry.state] or 0) then
           entry.state = s.state
           entry.message = string.format("replica %d: %s", rc.replica, s.message or "")
         end
@@ -89,14 +78,12 @@ function P:status(instance_id)
     end
     result.services[name] = entry
     agg_in[#agg_in + 1] = {name = name, role = spec.role, state = entry.state, ready = entry.ready,
-      message = entry.message, restarts = entry.restarts, replicas = entry.replicas}
+      message = entry.message, restarts = entry.restarts, replicas = entry.replicas,
+      replica_states = reps_in}
     result.restarts = result.restarts + entry.restarts
   end
-  local agg, aerr, acode = policy.call(pol.status, "aggregate", agg_in)
+  local agg, aerr, acode = gate.aggregate(pol.status, agg_in)
   if not agg then return nil, aerr, acode end
-  if type(agg) ~= "table" then
-    return nil, "policy " .. pol.status.path .. ": aggregate must return a table", "policy"
-  end
   result.state = agg.state
   result.ready = agg.ready and true or false
   result.message = agg.message or ""
