@@ -59,6 +59,7 @@ build = {
     -- the bundled policy scripts, found beside the modules
     ["ctrlplane.docker.scripts.reprovision"] = "scripts/reprovision.lua",
     ["ctrlplane.docker.scripts.rollout"] = "scripts/rollout.lua",
+    ["ctrlplane.docker.scripts.scale"] = "scripts/scale.lua",
     ["ctrlplane.docker.scripts.status"] = "scripts/status.lua",
   },
 }

@@ -29,6 +29,15 @@
 --   Return false (and a reason) to stop the deploy: every service it replaced
 --   is put back as it was. Leave it out to deploy straight through.
 --
+-- release_id(r) -> string
+--   r: {instance_id, kind = "provision"|"deploy", first = true for an
+--   instance's first provision, now (seconds since the epoch, with
+--   fractions), nonce (8 random hex digits)}. The id recorded for a provision
+--   or deploy whose request names none; the runtime refuses one that the
+--   instance's history already holds.
+--
+-- history: how many releases an instance keeps (the rollback targets).
+--
 -- Helpers available here: graph.order(services, rank), graph.levels(services).
 
 local ROLE_RANK = {init = 0, main = 1, sidecar = 2}
@@ -67,4 +76,9 @@ local function strategy(service, request)
   return "start-first"
 end
 
-return {plan = plan, strategy = strategy}
+local function release_id(r)
+  if r.kind == "provision" and r.first then return "initial" end
+  return string.format("%s-%s-%s", r.kind, os.date("!%Y%m%dT%H%M%S", math.floor(r.now)), r.nonce)
+end
+
+return {plan = plan, strategy = strategy, release_id = release_id, history = 10}

@@ -261,3 +261,94 @@ describe("gate.plan", function()
     end)
   end
 end)
+
+describe("gate.decide reasons (bundled)", function()
+  local function decide(new, old)
+    local _, why = assert(gate.decide(bundled.reprovision, {{name = "s", role = "main",
+      hash = "new", spec = new}}, {s = {role = "main", hash = "old", spec = old, running = true}}))
+    return why.s
+  end
+  it("names what changed", function()
+    assert.are.equal("image changed", decide({image = "a:2", env = {}}, {image = "a:1", env = {}}))
+    assert.are.equal("env FOO changed", decide({image = "a", env = {FOO = "2"}},
+      {image = "a", env = {FOO = "1"}}))
+    assert.are.equal("env BAR added", decide({image = "a", env = {BAR = "x"}}, {image = "a"}))
+    assert.are.equal("env OLD removed", decide({image = "a", env = {}}, {image = "a",
+      env = {OLD = "1"}}))
+    assert.are.equal("ports changed", decide({image = "a", ports = {{container = 80}}},
+      {image = "a", ports = {{container = 81}}}))
+    assert.are.equal("health check changed", decide({image = "a", health_check = {port = 1}},
+      {image = "a"}))
+  end)
+end)
+
+describe("gate.release_id and gate.history_max", function()
+  it("bundled: the first provision is 'initial', later ids are unique", function()
+    assert.are.equal("initial", gate.release_id(bundled.rollout, {instance_id = "i",
+      kind = "provision", first = true}, {}))
+    local seen = {}
+    for _ = 1, 200 do
+      local id = assert(gate.release_id(bundled.rollout, {instance_id = "i", kind = "deploy"}, {}))
+      assert.matches("^deploy%-%d+T%d+%-%x+$", id)
+      assert.is_nil(seen[id], "release id repeated: " .. id)
+      seen[id] = true
+    end
+  end)
+
+  it("refuses an id the history already holds, and a non-string", function()
+    with_script("rollout", "return {plan = function() return {} end,\n"
+      .. "  release_id = function() return 'same' end}", function(p, path)
+        local id, err = gate.release_id(p, {instance_id = "i", kind = "deploy"}, {"a", "same"})
+        assert.is_nil(id)
+        assert.truthy(err:find(path .. ":2 (release_id)", 1, true), err)
+        assert.matches("already has", err)
+      end)
+    with_script("rollout", "return {plan = function() return {} end,"
+      .. " release_id = function() return 7 end}", function(p)
+        local _, err = gate.release_id(p, {instance_id = "i", kind = "deploy"}, {})
+        assert.matches("non%-empty string", err)
+      end)
+  end)
+
+  it("reads the history length from the rollout script", function()
+    assert.are.equal(10, gate.history_max(bundled.rollout))
+    with_script("rollout", "return {plan = function() return {} end, history = 3}", function(p)
+      assert.are.equal(3, gate.history_max(p))
+    end)
+    with_script("rollout", "return {plan = function() return {} end, history = 0.5}", function(p)
+      local n, err = gate.history_max(p)
+      assert.is_nil(n)
+      assert.matches("whole number from 1 to 100", err)
+    end)
+  end)
+end)
+
+describe("gate.scale_target and gate.retire", function()
+  local scale = assert(policy.load({scripts_dir = "scripts"}, "scale"))
+  local cur = {inst = {instance_id = "i"}, all = {{name = "log", role = "sidecar"},
+    {name = "web", role = "main"}, {name = "m", role = "init"}},
+    specs = {log = {name = "log", role = "sidecar"}, web = {name = "web", role = "main"},
+      m = {name = "m", role = "init"}}, reps = {}}
+
+  it("bundled: the main service, and the newest replicas go first", function()
+    assert.are.equal("web", assert(gate.scale_target(scale, cur, {})).name)
+    local reps = {{Id = "c1", replica = 1}, {Id = "c2", replica = 2}, {Id = "c3", replica = 3}}
+    assert.are.same({"c3", "c2"}, assert(gate.retire(scale, reps, 1)))
+  end)
+
+  it("refuses a target that is an init or unknown, and a wrong retire list", function()
+    with_script("scale", "return {target = function() return 'm' end,"
+      .. " retire = function() return {1} end}", function(p)
+        local _, err = gate.scale_target(p, cur, {})
+        assert.matches("not a main or sidecar service", err)
+        local reps = {{Id = "c1", replica = 1}, {Id = "c2", replica = 2}, {Id = "c3", replica = 3}}
+        _, err = gate.retire(p, reps, 1)
+        assert.matches("must name 2 replicas", err)
+      end)
+    with_script("scale", "return {target = function() return 'web' end,"
+      .. " retire = function() return {9} end}", function(p)
+        local _, err = gate.retire(p, {{Id = "c1", replica = 1}, {Id = "c2", replica = 2}}, 1)
+        assert.matches("replica 9, which is not", err)
+      end)
+  end)
+end)

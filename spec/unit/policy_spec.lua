@@ -25,7 +25,7 @@ describe("policy loading", function()
   end)
 
   it("documents inputs and outputs at the top of each bundled script", function()
-    for _, name in ipairs({"rollout", "status", "reprovision"}) do
+    for _, name in ipairs({"rollout", "status", "reprovision", "scale"}) do
       local head = assert(io.open("scripts/" .. name .. ".lua")):read(400)
       assert.matches("^%-%- ", head)
       assert.matches("%->", head)
@@ -100,7 +100,7 @@ end)
 describe("bundled reprovision policy", function()
   it("keeps, starts, replaces, creates and removes", function()
     local p = assert(policy.load({scripts_dir = "scripts"}, "reprovision"))
-    local actions = policy.call(p, "decide", {
+    local actions = require("ctrlplane.docker.gate").decide(p, {
       {name = "a", role = "main", hash = "h1"},
       {name = "b", role = "sidecar", hash = "h2"},
       {name = "c", role = "sidecar", hash = "h3"},

@@ -154,12 +154,15 @@ function M.install(cli)
     args = 1,
     run = request_command("provision", function(ctx, req, res)
       ctx:print("provisioned " .. req.instance_id .. " (" .. res.provider_ref .. ")")
-      local rows = {}
+      local rows, changes = {}, (res.metadata or {}).changes or {}
       for _, n in ipairs(util.sorted_keys(res.service_refs)) do
-        rows[#rows + 1] = {n, res.service_refs[n]:sub(1, 12)}
+        rows[#rows + 1] = {n, res.service_refs[n]:sub(1, 12), changes[n] or ""}
+      end
+      for _, n in ipairs(util.sorted_keys(changes)) do -- removed services have no container
+        if not res.service_refs[n] then rows[#rows + 1] = {n, "", changes[n]} end
       end
       ctx:print("")
-      ctx:table({"SERVICE", "CONTAINER"}, rows)
+      ctx:table({"SERVICE", "CONTAINER", "WHAT AND WHY"}, rows)
       print_endpoints(ctx, res.endpoints)
     end),
   })
@@ -264,6 +267,13 @@ function M.install(cli)
     run = request_command("deploy", function(ctx, req, res)
       ctx:print(string.format("deployed %s%s: %s", req.instance_id,
         res.release_id and (" release " .. res.release_id) or "", res.status))
+      local changes = (res.metadata or {}).changes or {}
+      if next(changes) then
+        local rows = {}
+        for _, n in ipairs(util.sorted_keys(changes)) do rows[#rows + 1] = {n, changes[n]} end
+        ctx:print("")
+        ctx:table({"SERVICE", "WHAT AND WHY"}, rows)
+      end
     end),
   })
 end

@@ -10,17 +10,22 @@
 --   gate.plan(rollout, services)         -> waves
 --   gate.strategy(rollout, svc, request) -> {kind, grace, drain, ready_timeout, observe}
 --   gate.after_service(rollout, step)    -> true | nil, msg, code
---   gate.decide(reprovision, desired, existing) -> {name -> action}
+--   gate.decide(reprovision, desired, existing) -> {name -> action}, {name -> reason}
 --   gate.service(status, input)          -> {state, ready, message}
 --   gate.aggregate(status, services)     -> {state, ready, message}
 --   gate.severity(status)                -> {state -> rank} (worst = 1)
+--   gate.scale_target(scale, cur, req)   -> the spec of the service to scale
+--   gate.retire(scale, reps, want)       -> container ids to remove
+--   gate.release_id(rollout, r, known)   -> a new, unique release id
+--   gate.history_max(rollout)            -> how many releases are kept
+local core = require("ctrlplane.docker.core")
 local policy = require("ctrlplane.docker.policy")
 
 local gate = {}
 
 -- what each script must define
 gate.REQUIRED = {rollout = {"plan"}, status = {"service", "aggregate"},
-  reprovision = {"decide"}}
+  reprovision = {"decide"}, scale = {"target", "retire"}}
 
 -- the provider contract's states, plus "degraded" (some replicas down)
 gate.STATES = {provisioning = true, starting = true, running = true, degraded = true,
@@ -157,19 +162,67 @@ function gate.after_service(rollout, step)
   return true
 end
 
+-- The id of a release whose request names none: a string the history does
+-- not hold yet. r: {instance_id, kind, first}; known: list of ids.
+function gate.release_id(rollout, r, known)
+  local now = core.walltime()
+  r.now = now
+  r.nonce = string.format("%08x", math.random(0, 0x7fffffff) ~ (math.floor(now * 1e6) & 0xffffffff))
+  local id, err, code
+  if type(rollout.fns.release_id) == "function" then
+    id, err, code = policy.call(rollout, "release_id", r)
+    if id == nil and err then return nil, err, code end
+  else
+    id = string.format("%s-%s", r.kind, r.nonce)
+  end
+  if type(id) ~= "string" or id == "" or #id > 128 or id:find("[%c]") then
+    return bad(rollout, "release_id", "must return a non-empty string of at most 128 "
+      .. "printable characters, returned %s", tostring(id))
+  end
+  for _, k in ipairs(known or {}) do
+    if k == id then
+      return bad(rollout, "release_id", "returned %q, which instance %s already has", id,
+        tostring(r.instance_id))
+    end
+  end
+  return id
+end
+
+-- How many releases an instance keeps: the rollout script's history, 1..100.
+function gate.history_max(rollout)
+  local n = rollout.fns.history
+  if n == nil then return 10 end
+  if math.type(n) ~= "integer" or n < 1 or n > 100 then
+    return bad(rollout, "history", "must be a whole number from 1 to 100, got %s", tostring(n))
+  end
+  return n
+end
+
 -- ---- re-provision ---------------------------------------------------------------
 
 -- decide(desired, existing): an action for every desired service (and
--- "remove" or "keep" for an existing one no longer desired).
+-- "remove" or "keep" for an existing one no longer desired), each a string
+-- or {action, reason}. Returns {name -> action}, {name -> reason}.
 function gate.decide(reprovision, desired, existing)
-  local actions, err, code = policy.call(reprovision, "decide", desired, existing)
-  if actions == nil then
+  local out, err, code = policy.call(reprovision, "decide", desired, existing)
+  if out == nil then
     if err then return nil, err, code end
     return bad(reprovision, "decide", "returned nothing")
   end
-  if type(actions) ~= "table" then
+  if type(out) ~= "table" then
     return bad(reprovision, "decide", "must return a map of service -> action, returned %s",
-      type(actions))
+      type(out))
+  end
+  local actions, reasons = {}, {}
+  for name, a in pairs(out) do
+    if type(a) == "table" then
+      if a.reason ~= nil and type(a.reason) ~= "string" then
+        return bad(reprovision, "decide", "reason for service %s must be a string", tostring(name))
+      end
+      actions[name], reasons[name] = a.action, a.reason
+    else
+      actions[name] = a
+    end
   end
   local listed = {}
   for _, s in ipairs(desired) do
@@ -204,7 +257,62 @@ function gate.decide(reprovision, desired, existing)
         name)
     end
   end
-  return actions
+  return actions, reasons
+end
+
+-- ---- scale -----------------------------------------------------------------------
+
+-- The service a scale request applies to: cur is members.current_state().
+-- Returns that service's spec.
+function gate.scale_target(scale, cur, request)
+  local list = {}
+  for _, sp in ipairs(cur.all) do
+    if sp.role ~= "init" then
+      list[#list + 1] = {name = sp.name, role = sp.role, replicas = #(cur.reps[sp.name] or {1})}
+    end
+  end
+  local name, err, code = policy.call(scale, "target", list, request)
+  if name == nil then
+    if err then return nil, err, code end
+    return nil, string.format("instance %s has no service to scale (%s)",
+      tostring((cur.inst or {}).instance_id), where(scale, "target")), "not_found"
+  end
+  local sp = type(name) == "string" and cur.specs[name]
+  if not sp or sp.role == "init" then
+    return bad(scale, "target", "returned %s, which is not a main or sidecar service of the "
+      .. "instance", tostring(name))
+  end
+  return sp
+end
+
+-- The containers to remove to go down to want replicas (reps: the
+-- service's members, in replica order). Returns a list of container ids.
+function gate.retire(scale, reps, want)
+  local list, by = {}, {}
+  for i, c in ipairs(reps) do
+    local n = c.replica or 1
+    list[i] = {replica = n, state = c.State, created = c.Created}
+    by[n] = c.Id
+  end
+  local out, err, code = policy.call(scale, "retire", list, want)
+  if out == nil and err then return nil, err, code end
+  if type(out) ~= "table" then
+    return bad(scale, "retire", "must return a list of replica numbers, returned %s", type(out))
+  end
+  local ids, seen = {}, {}
+  for _, n in ipairs(out) do
+    if not by[n] or seen[n] then
+      return bad(scale, "retire", "names replica %s, which is not a distinct existing replica",
+        tostring(n))
+    end
+    seen[n] = true
+    ids[#ids + 1] = by[n]
+  end
+  if #ids ~= #reps - want then
+    return bad(scale, "retire", "must name %d replicas to go from %d to %d, named %d",
+      #reps - want, #reps, want, #ids)
+  end
+  return ids
 end
 
 -- ---- status ---------------------------------------------------------------------

@@ -51,6 +51,13 @@ function project.container_name(id, service, replica)
   return base
 end
 
+-- The key of replica n of a service inside one instance (events, ids maps,
+-- messages): "web" for replica 1, "web_2" after it, as the container names.
+function project.replica_key(service, replica)
+  if replica and replica > 1 then return service .. "_" .. replica end
+  return service
+end
+
 function project.provider_ref(id) return "docker:cp-" .. id end
 
 -- Lists the project's containers (all states), as /containers/json returns

@@ -32,19 +32,27 @@ local function snapshot(specs)
 end
 
 -- Appends (or moves to the end) the release id with its snapshot; keeps the
--- last HISTORY_MAX. Returns the JSON text for the label.
-local function record_release(history, id, services)
+-- last max (default HISTORY_MAX; the rollout script's history). Returns the
+-- JSON text for the label.
+local function record_release(history, id, services, max)
   local out = json.array({})
   for _, e in ipairs(history) do
     if e.id ~= id then out[#out + 1] = e end
   end
   out[#out + 1] = {id = id, at = util.rfc3339(), services = services}
-  while #out > release_history.HISTORY_MAX do table.remove(out, 1) end
+  while #out > (max or release_history.HISTORY_MAX) do table.remove(out, 1) end
   return json.encode(out), out
 end
 
 release_history.history_of = history_of
 release_history.snapshot = snapshot
 release_history.record_release = record_release
+
+-- The ids of a history, oldest first.
+function release_history.ids(history)
+  local out = {}
+  for i, e in ipairs(history) do out[i] = e.id end
+  return out
+end
 
 return release_history

@@ -132,7 +132,7 @@ local function endpoints_of(inst_id, specs, info, counts)
         url = string.format("%s://%s:%d", scheme, project.container_name(inst_id, svc.name),
           p.container)}
       for r = 1, n do
-        local c = info[r == 1 and svc.name or (svc.name .. "_" .. r)]
+        local c = info[project.replica_key(svc.name, r)]
         local bound = c and c.NetworkSettings and c.NetworkSettings.Ports
           and c.NetworkSettings.Ports[port_key(p)]
         local hp = type(bound) == "table" and bound[1] and tonumber(bound[1].HostPort)

@@ -57,7 +57,7 @@ local function unit_of(ctx, u)
 end
 
 local function replica_unit(ctx, spec, r)
-  return {spec = spec, replica = r, key = r == 1 and spec.name or (spec.name .. "_" .. r),
+  return {spec = spec, replica = r, key = project.replica_key(spec.name, r),
     cname = project.container_name(ctx.inst.instance_id, spec.name, r)}
 end
 

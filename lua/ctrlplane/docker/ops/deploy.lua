@@ -42,6 +42,28 @@ local P = {}
 --                resolves to a running container.
 -- Old containers are kept until every unit is done: a failure removes the
 -- new containers and puts every old one back as it was.
+-- Why a deploy replaces a service: what the release changes in its spec.
+local function why_deployed(old, d)
+  local why = {}
+  if d.image and d.image ~= old.image then why[#why + 1] = "image changed" end
+  if d.env then
+    local keys = {}
+    for k, v in pairs(d.env) do
+      if (old.env or {})[k] ~= v then keys[#keys + 1] = k end
+    end
+    for k in pairs(old.env or {}) do
+      if d.env[k] == nil then keys[#keys + 1] = k end
+    end
+    table.sort(keys)
+    for _, k in ipairs(keys) do why[#why + 1] = "env " .. k .. " changed" end
+  end
+  if d.health_check and json.encode(d.health_check) ~= json.encode(old.health_check or {}) then
+    why[#why + 1] = "health check changed"
+  end
+  if #why == 0 then return "redeployed (same spec)" end
+  return table.concat(why, ", ")
+end
+
 -- readiness of a unit's new container, by its strategy's parameters
 local function ready_opts(u)
   return {grace = u.grace, timeout = u.ready_timeout}
@@ -168,14 +190,24 @@ local function apply_release(p, instance_id, release_id, strategy_req, changes, 
   waves, err, code = gate.plan(pol.rollout, cur.all)
   if not waves then return nil, err, code end
 
+  local history = history_of(cur.list)
+  local keep
+  keep, err, code = gate.history_max(pol.rollout)
+  if not keep then return nil, err, code end
+  if not release_id then
+    release_id, err, code = gate.release_id(pol.rollout, {instance_id = instance_id,
+      kind = "deploy"}, release_history.ids(history))
+    if not release_id then return nil, err, code end
+  end
   local ctx = new_ctx(p, cur.inst, {on_event = opts.on_event, release = release_id})
-  local units, images, new_specs = {}, {}, {}
+  local units, images, new_specs, did = {}, {}, {}, json.object({})
   for _, s in pairs(cur.specs) do new_specs[s.name] = s end
   for _, wave in ipairs(waves) do
     for _, name in ipairs(wave) do
       local d = changes[name]
       if d then
         local s = util.copy(cur.specs[name])
+        did[name] = "replaced: " .. why_deployed(s, d)
         if d.image then s.image = d.image end
         if d.env then s.env = d.env end
         if d.health_check then s.health_check = d.health_check end
@@ -200,7 +232,7 @@ local function apply_release(p, instance_id, release_id, strategy_req, changes, 
       end
     end
   end
-  ctx.history = record_release(history_of(cur.list), release_id, snapshot(new_specs))
+  ctx.history = record_release(history, release_id, snapshot(new_specs), keep)
   local ok
   ok, err, code = ensure_images(ctx, images)
   if not ok then return nil, err, code end
@@ -220,8 +252,12 @@ local function apply_release(p, instance_id, release_id, strategy_req, changes, 
   ok, err, code = replace_units(p, ctx, units, after)
   if not ok then return nil, err, code end
   local st = p:status(instance_id)
+  for name, u in pairs(cur.specs) do
+    if not did[name] and u.role ~= "init" then did[name] = "kept: not in the release" end
+  end
   return {provider_ref = project.provider_ref(instance_id),
-    status = st and st.state or "running", release_id = release_id}
+    status = st and st.state or "running", release_id = release_id,
+    metadata = {release_id = release_id, changes = did}}
 end
 
 -- deploy: recreate the listed services with the new image/env, keeping
@@ -240,7 +276,7 @@ function P:deploy(req, opts)
   if not r then return nil, verr, vcode, verrors end
   local changes = {}
   for _, d in ipairs(r.services) do changes[d.name] = d end
-  return apply_release(self, req.instance_id, r.release_id or ("deploy-" .. os.time()), r.strategy,
+  return apply_release(self, req.instance_id, r.release_id, r.strategy,
     changes, opts)
 end
 

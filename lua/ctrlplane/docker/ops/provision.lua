@@ -4,6 +4,7 @@
 local engine = require("ctrlplane.docker.engine")
 local gate = require("ctrlplane.docker.gate")
 local image = require("ctrlplane.docker.image")
+local json = require("ctrlplane.docker.json")
 local members = require("ctrlplane.docker.members")
 local network = require("ctrlplane.docker.network")
 local project = require("ctrlplane.docker.project")
@@ -29,12 +30,32 @@ local remove_containers = steps.remove_containers
 local replica_unit = steps.replica_unit
 local run_init = steps.run_init
 local snapshot = release_history.snapshot
+local spec_of = members.spec_of
+local stored_service = specbuild.stored_service
 local spec_hash = specbuild.spec_hash
 local start_containers = steps.start_containers
 local undo = steps.undo
 local wait_ready = steps.wait_ready
 
 local P = {}
+
+-- What the provision did to each service, and why: "created", "kept",
+-- "replaced: image changed", "started: was exited", "removed: no longer
+-- requested".
+local DID = {create = "created", keep = "kept", replace = "replaced", start = "started",
+  remove = "removed"}
+
+local function changes_of(actions, reasons, services)
+  local out = json.object({})
+  for _, s in ipairs(services) do
+    if not actions[s.name] then out[s.name] = "created" end
+  end
+  for name, a in pairs(actions) do
+    local why = reasons[name]
+    out[name] = DID[a] .. ((why and why ~= "" and a ~= "create") and (": " .. why) or "")
+  end
+  return out
+end
 
 function P:provision(req, opts)
   opts = opts or {}
@@ -53,21 +74,23 @@ function P:provision(req, opts)
   -- what exists already, and what the re-provision policy does with it
   local existing, reps, list = members_by_service(self.engine, r.instance_id)
   if not existing then return nil, reps, list end
-  local actions = {}
+  local actions, reasons = {}, {}
   if next(existing) then
     local desired, current = {}, {}
     for i, s in ipairs(r.services) do
-      desired[i] = {name = s.name, role = s.role, hash = spec_hash(self.cfg, inst, s)}
+      desired[i] = {name = s.name, role = s.role, hash = spec_hash(self.cfg, inst, s),
+        spec = stored_service(s)}
     end
     for name, c in pairs(existing) do
       local labels = c.Labels or {}
       current[name] = {role = labels[LABEL.role], hash = labels[LABEL.spec_hash],
+        spec = spec_of(c), replicas = #(reps[name] or {c}),
         docker_state = c.State, running = c.State == "running",
         exit_code = tonumber((c.Status or ""):match("^Exited %((%-?%d+)%)"))}
     end
-    local decided, derr, dcode = gate.decide(pol.reprovision, desired, current)
-    if not decided then return nil, derr, dcode end
-    actions = decided
+    local decided, why, dcode = gate.decide(pol.reprovision, desired, current)
+    if not decided then return nil, why, dcode end
+    actions, reasons = decided, why
   end
 
   local images, changes = {}, false
@@ -79,8 +102,15 @@ function P:provision(req, opts)
     end
   end
   if changes then
-    ctx.history = record_release(history_of(list),
-      ctx.release or (next(existing) and ("provision-" .. os.time()) or "initial"), snapshot(specs))
+    local history = history_of(list)
+    local keep, herr, hcode = gate.history_max(pol.rollout)
+    if not keep then return nil, herr, hcode end
+    if not ctx.release then
+      ctx.release, herr, hcode = gate.release_id(pol.rollout, {instance_id = r.instance_id,
+        kind = "provision", first = next(existing) == nil}, release_history.ids(history))
+      if not ctx.release then return nil, herr, hcode end
+    end
+    ctx.history = record_release(history, ctx.release, snapshot(specs), keep)
   end
   local ok, err, code = ensure_images(ctx, images)
   if not ok then return nil, err, code end
@@ -179,7 +209,8 @@ function P:provision(req, opts)
     service_refs = refs,
     endpoints = endpoints_of(r.instance_id, r.services, info, counts),
     metadata = {project = project.name(r.instance_id),
-      network = project.network_name(r.instance_id)},
+      network = project.network_name(r.instance_id),
+      changes = changes_of(actions, reasons, r.services)},
   }
 end
 

@@ -1,6 +1,7 @@
 -- scale: live CPU/memory limits on the main service (same containers) and
 -- its number of replicas.
 local engine = require("ctrlplane.docker.engine")
+local gate = require("ctrlplane.docker.gate")
 local members = require("ctrlplane.docker.members")
 local project = require("ctrlplane.docker.project")
 local steps = require("ctrlplane.docker.steps")
@@ -29,11 +30,11 @@ function P:scale(instance_id, spec, opts)
   if not rs then return nil, serr, scode, serrors end
   local cur, err, code = current_state(self, instance_id)
   if not cur then return nil, err, code end
+  local pol, perr, pcode = gate.load(self, {"scale"})
+  if not pol then return nil, perr, pcode end
   local main
-  for _, s in ipairs(cur.all) do
-    if s.role == "main" then main = s end
-  end
-  if not main then return nil, "instance " .. instance_id .. " has no main service", "not_found" end
+  main, err, code = gate.scale_target(pol.scale, cur, rs)
+  if not main then return nil, err, code end
   local eng = self.engine
   local reps = cur.reps[main.name] or {cur.by[main.name]}
 
@@ -76,8 +77,10 @@ function P:scale(instance_id, spec, opts)
     local ctx = new_ctx(self, cur.inst, {on_event = opts.on_event,
       release = (cur.by[main.name].Labels or {})[LABEL.release]})
     ctx.history = (cur.by[main.name].Labels or {})[LABEL.releases]
-    local units, keys = {}, {}
-    for rep = #reps + 1, want do
+    local units, keys, used, rep = {}, {}, {}, 0
+    for _, c in ipairs(reps) do used[c.replica or 1] = true end
+    for _ = #reps + 1, want do -- the lowest free replica numbers
+      repeat rep = rep + 1 until not used[rep]
       local u = replica_unit(ctx, s, rep)
       units[#units + 1] = u
       keys[#keys + 1] = u.key
@@ -98,9 +101,10 @@ function P:scale(instance_id, spec, opts)
     end
     return true
   end
-  -- down: the newest replicas go first
-  local doomed = {}
-  for i = #reps, want + 1, -1 do doomed[#doomed + 1] = reps[i].Id end
+  -- down: the scale policy picks the replicas that go
+  local doomed
+  doomed, err, code = gate.retire(pol.scale, reps, want)
+  if not doomed then return nil, err, code end
   return remove_containers(eng, doomed)
 end
 

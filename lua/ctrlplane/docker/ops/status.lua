@@ -36,7 +36,7 @@ function P:status(instance_id)
   for name, l in pairs(reps) do
     counts[name] = #l
     for _, c in ipairs(l) do
-      ids[c.replica == 1 and name or (name .. "_" .. c.replica)] = c.Id
+      ids[project.replica_key(name, c.replica)] = c.Id
     end
   end
   local ctx = {eng = self.engine}
@@ -51,7 +51,7 @@ function P:status(instance_id)
     local entry
     local reps_in = {}
     for _, rc in ipairs(reps[name]) do
-      local c = info[rc.replica == 1 and name or (name .. "_" .. rc.replica)]
+      local c = info[project.replica_key(name, rc.replica)]
       local st = c.State or {}
       local s, serr, scode = gate.service(pol.status, members.service_input(name, spec, c))
       if not s then return nil, serr, scode end
