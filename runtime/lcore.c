@@ -8,8 +8,19 @@
  *   client:wait(streams, timeout)     -> {index...} of streams with data or finished
  *   client:api_version()              -> "1.41" | nil, msg, code
  *   client:stats()                    -> {connections, transfers, api_version}
+ *   client:host()                     -> the daemon URL the client was made for
+ *   client:close()                    -> closes the client and its streams
  *   stream:read([timeout])            -> chunk | nil (end) | false (timeout) | nil, msg, code
  *   stream:status(), stream:headers(), stream:close()
+ *   stream:closed()                   -> whether the stream was closed
+ *   core.catch_interrupts(on)         -> SIGINT stops transfers ("interrupted") instead of
+ *                                        killing the process
+ *   core.interrupted([reset])         -> whether SIGINT came (and resets the flag)
+ *   core.clock()                      -> monotonic seconds; core.walltime() -> Unix seconds
+ *   core.sleep(seconds)               -> true, or false when interrupted early
+ *   core.isatty(fd)                   -> whether fd is a terminal
+ *   core.poll_fd(fd, timeout)         -> true when a read of fd will not block
+ *   core.read_fd(fd, max)             -> bytes | "" at end of file | nil, message
  *
  * Failures of the daemon or the transport return nil, message, code with a
  * stable code; wrong argument types raise. Transport codes: unreachable
