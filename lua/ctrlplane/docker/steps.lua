@@ -20,17 +20,18 @@ local function emit(ctx, ev)
   if ctx.on_event then ctx.on_event(ev) end
 end
 
--- Decodes Docker's multiplexed log frames (small outputs only: the last
--- lines of a failed container) into text.
+-- A container's log output (Docker's frames, or a TTY's raw stream) as
+-- text, one line per line the program wrote, in order: the C demultiplexer
+-- does the decoding (small outputs only: the last lines of a failed
+-- container).
 local function frames_to_text(body)
-  local out, pos = {}, 1
-  while pos + 7 <= #body do
-    local stream, size = string.unpack(">BxxxI4", body, pos)
-    if stream > 2 then return body end -- not multiplexed (TTY)
-    out[#out + 1] = body:sub(pos + 8, pos + 7 + size)
-    pos = pos + 8 + size
-  end
-  return table.concat(out)
+  local d = core.demux({max_line = 4096})
+  local events = d:feed(body) or {}
+  d:finish(events)
+  d:close()
+  local lines = {}
+  for i, e in ipairs(events) do lines[i] = e.line end
+  return table.concat(lines, "\n")
 end
 
 local function last_lines(ctx, id, n)
