@@ -5,7 +5,8 @@
  *        -> lock | nil, message, code
  *      codes: busy (still held by another holder when the timeout ran out;
  *      timeout 0 tries once), interrupted, lock (bad name or directory)
- *   lock:release()   (also __close and __gc; safe to call twice)
+ *   lock:release()   (also __close and __gc; safe to call twice; removes the
+ *                    lock file, see lock.h)
  *   lock:held()      -> boolean
  *   lock:path()      -> "DIR/NAME.lock"
  */
@@ -73,7 +74,9 @@ static int l_lock(lua_State *L) {
 
 static int l_lock_release(lua_State *L) {
   llock *lk = luaL_checkudata(L, 1, LOCK_MT);
-  cp_lock_release(lk->fd, lk->exclusive);
+  if (lk->fd < 0) return 0;
+  lua_getiuservalue(L, 1, 1); /* DIR/NAME.lock: removed on release */
+  cp_lock_release(lk->fd, lk->exclusive, lua_tostring(L, -1));
   lk->fd = -1;
   return 0;
 }

@@ -88,41 +88,53 @@ int cp_lock_acquire(const char *dir, const char *name, int exclusive, long timeo
     snprintf(err, errlen, "lock path too long");
     return CP_LOCK_ERROR;
   }
-  int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
-  if (f < 0 && errno == ENOENT) {
-    if (lock_mkdirs(dir, err, errlen) != 0) return CP_LOCK_ERROR;
-    f = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
-  }
-  int writable = f >= 0;
-  if (f < 0 && errno == EACCES) /* another user's lock file: flock needs no write access */
-    f = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (f < 0) {
-    snprintf(err, errlen, "lock file %s: %s", path, strerror(errno));
-    return CP_LOCK_ERROR;
-  }
   long deadline = timeout_ms >= 0 ? lock_now_ms() + timeout_ms : -1;
   long pause_ms = 2;
-  for (;;) {
-    if (flock(f, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) break;
-    if (errno != EWOULDBLOCK && errno != EINTR) {
+  int f, writable;
+  for (;;) { /* once per lock file: a released file is unlinked, so re-open then */
+    f = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+    if (f < 0 && errno == ENOENT) {
+      if (lock_mkdirs(dir, err, errlen) != 0) return CP_LOCK_ERROR;
+      f = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+    }
+    writable = f >= 0;
+    if (f < 0 && errno == EACCES) /* another user's lock file: flock needs no write access */
+      f = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (f < 0) {
       snprintf(err, errlen, "lock file %s: %s", path, strerror(errno));
-      close(f);
       return CP_LOCK_ERROR;
     }
-    if (cp_interrupted) {
-      close(f);
-      return CP_LOCK_INTERRUPTED;
+    for (;;) {
+      if (flock(f, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) break;
+      if (errno != EWOULDBLOCK && errno != EINTR) {
+        snprintf(err, errlen, "lock file %s: %s", path, strerror(errno));
+        close(f);
+        return CP_LOCK_ERROR;
+      }
+      if (cp_interrupted) {
+        close(f);
+        return CP_LOCK_INTERRUPTED;
+      }
+      long left = deadline >= 0 ? deadline - lock_now_ms() : pause_ms;
+      if (left <= 0) {
+        if (holder) *holder = lock_read_holder(f);
+        close(f);
+        return CP_LOCK_BUSY;
+      }
+      long nap = pause_ms < left ? pause_ms : left;
+      struct timespec ts = {nap / 1000, (nap % 1000) * 1000000L};
+      nanosleep(&ts, NULL);
+      if (pause_ms < 50) pause_ms *= 2; /* quick for short holds, cheap for long ones */
     }
-    long left = deadline >= 0 ? deadline - lock_now_ms() : pause_ms;
-    if (left <= 0) {
-      if (holder) *holder = lock_read_holder(f);
-      close(f);
-      return CP_LOCK_BUSY;
-    }
-    long nap = pause_ms < left ? pause_ms : left;
-    struct timespec ts = {nap / 1000, (nap % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-    if (pause_ms < 50) pause_ms *= 2; /* quick for short holds, cheap for long ones */
+    /* The previous holder unlinks the file when it lets go (cp_lock_release):
+     * a lock on a file that is no longer at the path protects nothing, and
+     * a newcomer may already hold the new file. Holding the lock on the file
+     * the path names now is what counts. */
+    struct stat held, now;
+    if (fstat(f, &held) == 0 && stat(path, &now) == 0 && held.st_dev == now.st_dev &&
+        held.st_ino == now.st_ino)
+      break;
+    close(f);
   }
   if (exclusive && writable) {
     char buf[32];
@@ -135,9 +147,18 @@ int cp_lock_acquire(const char *dir, const char *name, int exclusive, long timeo
   return CP_LOCK_OK;
 }
 
-void cp_lock_release(int fd, int exclusive) {
+void cp_lock_release(int fd, int exclusive, const char *path) {
   if (fd < 0) return;
   if (exclusive && ftruncate(fd, 0) != 0) { /* read-only file: nothing was written */
+  }
+  /* The file goes while it is still locked (exclusively: a shared holder
+   * removes it only when it is the last one in), so a waiter that wins it
+   * afterwards sees it is gone and opens the path again; nothing is left
+   * behind once every holder is done. Unlink may fail (another user's file
+   * in a sticky directory): then the file stays, which is harmless. */
+  if (path && (exclusive || flock(fd, LOCK_EX | LOCK_NB) == 0)) {
+    if (unlink(path) != 0) { /* see above */
+    }
   }
   flock(fd, LOCK_UN);
   close(fd);

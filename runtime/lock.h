@@ -4,7 +4,8 @@
  * A lock is flock(2) on DIR/NAME.lock. flock locks belong to an open file
  * description, so two processes (or two opens in one process) exclude each
  * other, and the kernel drops the lock when its holder exits or crashes:
- * a dead holder never leaves an instance locked.
+ * a dead holder never leaves an instance locked. A released lock's file is
+ * removed (a killed holder's file stays until the next holder releases it).
  */
 #ifndef CP_LOCK_H
 #define CP_LOCK_H
@@ -28,8 +29,12 @@ int cp_lock_acquire(const char *dir, const char *name, int exclusive, long timeo
                     int *fd, pid_t *holder, char *err, size_t errlen);
 
 /* Releases and closes; safe on -1. An exclusive holder passes
- * exclusive = 1 to clear its pid from the file first. */
-void cp_lock_release(int fd, int exclusive);
+ * exclusive = 1 to clear its pid from the file first. With path (the
+ * DIR/NAME.lock it was acquired as) the file is removed while still held
+ * (by the last shared holder, for shared locks), so released locks leave
+ * nothing on disk; cp_lock_acquire re-checks that the file it locked is
+ * still the one at the path. */
+void cp_lock_release(int fd, int exclusive, const char *path);
 
 /* Whether name is acceptable as a lock file name: 1..128 characters of
  * [A-Za-z0-9._-], not starting with '.'. */

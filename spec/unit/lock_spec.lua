@@ -90,6 +90,51 @@ describe("core.lock", function()
     reap(f)
   end)
 
+  it("removes its file when released, exclusive or by the last shared holder", function()
+    local path = DIR .. "/inst_rm.lock"
+    local l = assert(core.lock(DIR, "inst_rm"))
+    assert.is_truthy(io.open(path))
+    l:release()
+    assert.is_nil(io.open(path))
+    local s1 = assert(core.lock(DIR, "inst_rm", {shared = true}))
+    local s2 = assert(core.lock(DIR, "inst_rm", {shared = true, timeout = 0}))
+    s1:release()
+    assert.is_truthy(io.open(path), "the file stays while a shared holder is in")
+    assert.are.equal("busy", select(3, core.lock(DIR, "inst_rm", {timeout = 0})))
+    s2:release()
+    assert.is_nil(io.open(path))
+  end)
+
+  it("stays exclusive across processes while files are removed and re-created", function()
+    -- 4 processes x 40 rounds of read-increment-write under the lock: a lost
+    -- update would show that two holders were in at once (the file a waiter
+    -- locked had been unlinked and another process held the new one)
+    local counter = DIR .. "/counter"
+    local f = assert(io.open(counter, "w"))
+    f:write("0")
+    f:close()
+    local code = string.format(
+      "package.cpath = 'build/?.so;' .. package.cpath; local c = require('ctrlplane.docker.core'); "
+        .. "for _ = 1, 40 do local l = assert(c.lock(%q, 'inst_race', {timeout = 60})); "
+        .. "local f = io.open(%q); local n = tonumber(f:read('a')); f:close(); "
+        .. "f = io.open(%q, 'w'); f:write(tostring(n + 1)); f:close(); l:release() end",
+      DIR, counter, counter)
+    local procs = {}
+    for i = 1, 4 do
+      procs[i] = assert(io.popen("env -u LD_PRELOAD lua5.4 -e " .. string.format("%q", code)
+        .. " 2>&1; echo rc=$?"))
+    end
+    for i = 1, 4 do
+      local out = procs[i]:read("a")
+      procs[i]:close()
+      assert.matches("rc=0", out)
+    end
+    f = assert(io.open(counter))
+    assert.are.equal("160", f:read("a"))
+    f:close()
+    assert.is_nil(io.open(DIR .. "/inst_race.lock"))
+  end)
+
   it("is dropped by the kernel when its holder is killed", function()
     local pid, f = holder("inst_k", 30)
     assert.are.equal("busy", select(3, core.lock(DIR, "inst_k", {timeout = 0})))
@@ -144,6 +189,16 @@ describe("locking (per-instance serialization of provider operations)", function
     assert.are.equal("unreachable", code, err)
     assert.are.equal("busy", select(3, p:stop("inst_shared")))
     reap(f)
+  end)
+
+  it("leaves nothing on disk after status or an operation on an unknown instance", function()
+    local path = DIR .. "/inst_unknown_zz.lock"
+    local _, err, code = p:status("inst_unknown_zz")
+    assert.are.equal("unreachable", code, err)
+    assert.is_nil(io.open(path))
+    _, err, code = p:deprovision("inst_unknown_zz")
+    assert.are.equal("unreachable", code, err)
+    assert.is_nil(io.open(path))
   end)
 
   it("is re-entrant within one Lua state and released after an error", function()
