@@ -39,14 +39,30 @@ function project.validate_id(id, field)
   return true
 end
 
+-- Docker names (DESIGN §8: no two different (instance, object) pairs map to
+-- the same name). A name is "cp-" .. E(id) .. "-" .. object, where E doubles
+-- every '-' of the id: E(id) then holds only even runs of '-', objects start
+-- with a letter or digit, so the first odd run of '-' after "cp-" is the
+-- separator and the name splits back into exactly one (id, object). An id
+-- without '-' (Go's inst_01h455vb4pex5vsknk084sn02q) keeps Go's
+-- cp-<id>-<service>. Without the escape, instance "S-y" volume "data" and
+-- instance "S" volume "y-data" were the same volume cp-S-y-data.
+-- Containers, networks and volumes are separate namespaces on the daemon;
+-- within each, the objects are: services (a-z 0-9 '-'), replicas
+-- "<service>_<n>" (a service has no '_'), deploy temporaries
+-- "<service>[_<n>]_next_<stamp>" / "_retired_<stamp>", volumes
+-- (a-z 0-9 '_' '.' '-'), and the one network "net".
+local function escaped(id) return (id:gsub("%-", "--")) end
+
+-- Label value ctrlplane.project (a label, not a name: compared whole).
 function project.name(id) return "cp-" .. id end
-function project.network_name(id) return "cp-" .. id .. "-net" end
-function project.volume_name(id, volume) return "cp-" .. id .. "-" .. volume end
+function project.network_name(id) return "cp-" .. escaped(id) .. "-net" end
+function project.volume_name(id, volume) return "cp-" .. escaped(id) .. "-" .. volume end
 
 -- Replica 1 (or nil) is the plain name; further replicas get "_N" (a
 -- service name cannot contain "_", so no other service's name can clash).
 function project.container_name(id, service, replica)
-  local base = "cp-" .. id .. "-" .. service
+  local base = "cp-" .. escaped(id) .. "-" .. service
   if replica and replica > 1 then return base .. "_" .. replica end
   return base
 end
@@ -56,6 +72,13 @@ end
 function project.replica_key(service, replica)
   if replica and replica > 1 then return service .. "_" .. replica end
   return service
+end
+
+-- A deploy's temporary name for a container (kind "next" or "retired"):
+-- "_" cannot appear in a service name, so no service's container can
+-- carry it.
+function project.temp_name(cname, kind, stamp)
+  return string.format("%s_%s_%s", cname, kind, stamp)
 end
 
 function project.provider_ref(id) return "docker:cp-" .. id end
