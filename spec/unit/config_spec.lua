@@ -55,3 +55,24 @@ describe("config.resolve", function()
     assert.matches("^pull_policy:", e2)
   end)
 end)
+
+describe("config.resolve request limits", function()
+  it("defaults to 50 replicas and no privileged host ports", function()
+    local cfg = assert(config.resolve({}, env({})))
+    assert.are.equal(50, cfg.max_replicas)
+    assert.is_false(cfg.allow_privileged_ports)
+  end)
+
+  it("reads CP_DOCKER_MAX_REPLICAS and CP_DOCKER_ALLOW_PRIVILEGED_PORTS", function()
+    local cfg = assert(config.resolve({}, env({CP_DOCKER_MAX_REPLICAS = "7",
+      CP_DOCKER_ALLOW_PRIVILEGED_PORTS = "1"})))
+    assert.are.equal(7, cfg.max_replicas)
+    assert.is_true(cfg.allow_privileged_ports)
+    for _, bad in ipairs({{CP_DOCKER_MAX_REPLICAS = "0"}, {CP_DOCKER_MAX_REPLICAS = "inf"},
+        {CP_DOCKER_MAX_REPLICAS = "1e20"}, {CP_DOCKER_ALLOW_PRIVILEGED_PORTS = "maybe"}}) do
+      local c, err = config.resolve({}, env(bad))
+      assert.is_nil(c)
+      assert.matches("^[a-z_]+: ", err)
+    end
+  end)
+end)

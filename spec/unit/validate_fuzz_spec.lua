@@ -20,7 +20,7 @@ local function rich_request()
     services = {
       {name = "setup", role = "init", image = "busybox:1", command = {"sh", "-c", "true"},
         volumes = {{name = "data", mount_path = "/data", size_mb = 10, type = "persistent"}}},
-      {name = "web", role = "main", image = "registry.local:5000/web@sha256:abc",
+      {name = "web", role = "main", image = "registry.local:5000/web@sha256:" .. string.rep("ab", 32),
         depends_on = {"setup"}, env = {A = "1", B_2 = "x"}, args = {"-v"},
         ports = {{container = 8080, host = 18080, protocol = "tcp"}, {container = 53, protocol = "udp"}},
         volumes = {{name = "data", mount_path = "/data"}},

@@ -6,7 +6,8 @@
 -- opts keys (all optional): host, tls, tls_verify, cert_path, api_version,
 -- connect_timeout, timeout, network, registry, publish_address,
 -- stop_timeout, init_timeout, policy_dir, scripts_dir, region, pull_policy,
--- lock_dir, lock_timeout.
+-- lock_dir, lock_timeout, max_replicas (CP_DOCKER_MAX_REPLICAS, default
+-- 50), allow_privileged_ports (CP_DOCKER_ALLOW_PRIVILEGED_PORTS=1).
 local config = {}
 
 config.DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -117,6 +118,28 @@ function config.resolve(opts, getenv)
   end
   cfg.policy_dir = nonempty(opts.policy_dir) or nonempty(getenv("CP_POLICY_DIR"))
   cfg.scripts_dir = nonempty(opts.scripts_dir)
+  -- request limits (validate.lua): the most replicas one service may ask
+  -- for, and whether fixed host ports below 1024 may be published
+  local max = opts.max_replicas
+  if max == nil then max = nonempty(getenv("CP_DOCKER_MAX_REPLICAS")) end
+  if max == nil then max = 50 end
+  cfg.max_replicas = math.tointeger(tonumber(max))
+  if not cfg.max_replicas or cfg.max_replicas < 1 or cfg.max_replicas > 10000 then
+    return nil, "max_replicas: must be an integer from 1 to 10000 (got \"" .. tostring(max) .. "\")"
+  end
+  local priv = opts.allow_privileged_ports
+  if priv == nil then priv = nonempty(getenv("CP_DOCKER_ALLOW_PRIVILEGED_PORTS")) end
+  if type(priv) == "string" then
+    local v = priv:lower()
+    if v == "1" or v == "true" or v == "yes" then
+      priv = true
+    elseif v == "0" or v == "false" or v == "no" then
+      priv = false
+    else
+      return nil, "allow_privileged_ports: expected 1 or 0 (got \"" .. priv .. "\")"
+    end
+  end
+  cfg.allow_privileged_ports = priv == true
   cfg.region = nonempty(opts.region) or nonempty(getenv("CP_DOCKER_REGION")) or "local"
   cfg.country = nonempty(opts.country) or nonempty(getenv("CP_DOCKER_COUNTRY")) or ""
   cfg.city = nonempty(opts.city) or nonempty(getenv("CP_DOCKER_CITY")) or ""

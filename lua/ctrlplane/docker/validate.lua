@@ -2,10 +2,24 @@
 -- the engine. Every error names its field the way a Go control plane would
 -- see it: services[2].ports[0].container (indices from 0).
 --
---   validate.provision(req) -> normalized request | nil, message, "invalid", errors
---   validate.deploy(req)    -> normalized request | nil, message, "invalid", errors
+--   validate.provision(req[, limits]) -> normalized request | nil, message, "invalid", errors
+--   validate.deploy(req[, existing])   -> normalized request | nil, message, "invalid", errors
+--   validate.resources(spec[, limits]) -> normalized ResourceSpec (scale) | nil, ...
+--   validate.against_host(r, info)     -> r | nil, ...   (after provision/scale
+--       validation, before any mutation: limits that depend on the daemon's
+--       /info, passed in so validation itself stays pure)
+--   validate.image_reference(s)        -> true | nil, reason
+--
+-- limits: {max_replicas = n, allow_privileged_ports = bool} (a cfg from
+-- config.resolve has both); absent fields take the defaults below.
+--
+-- Requests as Go's encoding/json writes them are accepted: a JSON null is
+-- an absent field, and zero values mean "unset" (replicas 0 = 1, cpu_millis
+-- and memory_mb 0 = no limit, health check fields 0 = the runtime's
+-- defaults, an all-zero health_check = none).
 local config = require("ctrlplane.docker.config")
 local graph = require("ctrlplane.docker.graph")
+local json = require("ctrlplane.docker.json")
 local project = require("ctrlplane.docker.project")
 
 local validate = {}
@@ -15,7 +29,6 @@ validate.SERVICE_NAME_MAX = 63
 validate.VOLUME_NAME = "^[a-z0-9][a-z0-9_.-]*$"
 validate.ENV_KEY = "^[A-Za-z_][A-Za-z0-9_]*$"
 validate.LABEL_KEY = "^[%w][%w%._/%-]*$"
-validate.IMAGE_REF = "^[%w][%w%._/:@%-]*$"
 validate.ROLES = {main = true, sidecar = true, init = true}
 validate.KINDS = {deployment = true, stateful_set = true}
 validate.VOLUME_TYPES = {persistent = true, ephemeral = true}
@@ -24,6 +37,20 @@ validate.STRATEGIES = {recreate = true, rolling = true, ["start-first"] = true,
 -- Docker refuses memory limits below 6 MiB
 validate.MIN_MEMORY_MB = 6
 validate.MAX_SERVICES = 64
+-- default for CP_DOCKER_MAX_REPLICAS
+validate.MAX_REPLICAS = 50
+-- one "KEY=value" string with its NUL: the kernel's MAX_ARG_STRLEN
+validate.ENV_MAX = 131072
+-- health check durations (seconds): Docker's minimum, and a day
+validate.MIN_DURATION = 0.001
+validate.MAX_DURATION = 86400
+validate.RESERVED_LABEL_PREFIX = "ctrlplane."
+-- mount targets that would shadow the kernel's interfaces
+validate.FORBIDDEN_MOUNTS = {"/proc", "/sys", "/dev"}
+-- storage drivers that can limit a container's disk (HostConfig.StorageOpt
+-- size); overlay2 only on xfs (mounted with pquota, which /info cannot show:
+-- the daemon's own error says so when it is missing)
+validate.DISK_DRIVERS = {btrfs = true, zfs = true, devicemapper = true, windowsfilter = true}
 
 local Errors = {}
 Errors.__index = Errors
@@ -50,15 +77,33 @@ local function is_list(t)
   return n == #t
 end
 
+local function typename(v)
+  if v == json.null then return "null" end
+  return type(v)
+end
+
 local function show(v)
   if type(v) == "string" then return string.format("%q", v) end
+  if v == json.null then return "null" end
   return tostring(v)
+end
+
+-- A copy of a decoded request without JSON nulls as object values: Go
+-- writes null for a nil map, slice or pointer, which means "not given".
+-- Nulls inside lists stay (and fail their element's check).
+local function denull(v, depth)
+  if type(v) ~= "table" or depth > 32 then return v end
+  local out = {}
+  for k, x in pairs(v) do
+    if not (x == json.null and type(k) == "string") then out[k] = denull(x, depth + 1) end
+  end
+  return out
 end
 
 local function check_type(errs, field, v, ty)
   if v == nil then return false end
   if type(v) ~= ty then
-    errs:add(field, "expected a %s, got %s", ty, type(v))
+    errs:add(field, "expected a %s, got %s", ty, typename(v))
     return false
   end
   return true
@@ -66,7 +111,7 @@ end
 
 local function check_int(errs, field, v, lo, hi)
   if v == nil then return true end
-  if type(v) ~= "number" or v ~= math.floor(v) then
+  if type(v) ~= "number" or v ~= math.floor(v) or not math.tointeger(v) then
     errs:add(field, "expected an integer, got %s", show(v))
     return false
   end
@@ -77,13 +122,32 @@ local function check_int(errs, field, v, lo, hi)
   return true
 end
 
-local function check_map(errs, field, m, key_pattern, key_what)
+local function check_map(errs, field, m, key_pattern, key_what, reserved)
   if not check_type(errs, field, m, "table") then return end
   for k, v in pairs(m) do
     if type(k) ~= "string" or not k:match(key_pattern) then
       errs:add(field .. "[" .. show(k) .. "]", "invalid %s", key_what)
+    elseif reserved and k:lower():sub(1, #reserved) == reserved then
+      errs:add(field .. "[" .. show(k) .. "]", "keys starting with %q are reserved for the "
+        .. "runtime's own labels", reserved)
     elseif type(v) ~= "string" then
-      errs:add(field .. "." .. k, "expected a string value, got %s", type(v))
+      errs:add(field .. "." .. k, "expected a string value, got %s", typename(v))
+    end
+  end
+end
+
+-- env: names as check_map, values without NUL and within MAX_ARG_STRLEN
+local function check_env(errs, field, m, key_what)
+  if not check_type(errs, field, m, "table") then return end
+  check_map(errs, field, m, validate.ENV_KEY, key_what)
+  for k, v in pairs(m) do
+    if type(k) == "string" and type(v) == "string" then
+      if v:find("\0", 1, true) then
+        errs:add(field .. "." .. k, "must not contain a NUL byte")
+      elseif #k + #v + 2 > validate.ENV_MAX then
+        errs:add(field .. "." .. k, "%s=value is %d bytes; at most %d (the kernel's "
+          .. "MAX_ARG_STRLEN, including the name, '=' and NUL)", k, #k + #v + 2, validate.ENV_MAX)
+      end
     end
   end
 end
@@ -96,26 +160,178 @@ local function check_string_list(errs, field, v)
   end
   for i, s in ipairs(v) do
     if type(s) ~= "string" then
-      errs:add(string.format("%s[%d]", field, i - 1), "expected a string, got %s", type(s))
+      errs:add(string.format("%s[%d]", field, i - 1), "expected a string, got %s", typename(s))
+    elseif s:find("\0", 1, true) then
+      errs:add(string.format("%s[%d]", field, i - 1), "must not contain a NUL byte")
     end
   end
 end
 
-local function check_duration(errs, field, v)
+-- A Go time.Duration on the wire: integer nanoseconds, always (900000 is
+-- 0.9 ms); a string with units ("3s", "250ms") is accepted too. Returns
+-- seconds, or nil for zero/absent (the runtime's default), or nil, error.
+function validate.duration(v)
   if v == nil then return nil end
-  local s, err = config.seconds(v, field)
-  if not s then
-    errs:add(field, "%s", (err:gsub("^[^:]*: ", "")))
+  local secs
+  if type(v) == "number" then
+    local ns = math.tointeger(v)
+    if not ns then
+      return nil, string.format("expected integer nanoseconds (a Go time.Duration) or a string "
+        .. "such as \"5s\", got %s", show(v))
+    end
+    if ns < 0 then return nil, "must not be negative (got " .. ns .. ")" end
+    if ns == 0 then return nil end
+    secs = ns / 1e9
+  elseif type(v) == "string" then
+    if tonumber(v) and tonumber(v) ~= 0 then
+      return nil, string.format("%s has no unit (numbers are nanoseconds; write e.g. \"5s\")",
+        show(v))
+    end
+    local err
+    secs, err = config.seconds(v, "")
+    if not secs then return nil, (err:gsub("^[^:]*: ", "")) end
+    if secs == 0 then return nil end
+  else
+    return nil, "expected a duration (integer nanoseconds or e.g. \"5s\"), got " .. typename(v)
+  end
+  if secs < validate.MIN_DURATION then
+    return nil, string.format("%s is below Docker's minimum of 1ms", show(v))
+  end
+  if secs > validate.MAX_DURATION then
+    return nil, string.format("%s is more than 24h", show(v))
+  end
+  return secs
+end
+
+local function check_duration(errs, field, v)
+  local secs, err = validate.duration(v)
+  if err then errs:add(field, "%s", err) end
+  return secs
+end
+
+-- Docker's image reference grammar (distribution/reference):
+--   [domain[:port]/]path-component[/path-component...][:tag][@algorithm:hex]
+-- path components lowercase alphanumerics joined by '.', '_', '__' or runs
+-- of '-'; a first component is a domain when it has '.' or ':' or is
+-- localhost. A ref that passes has no '..' segment and no character a URL
+-- path would treat specially except '/', ':' and '@'.
+local function path_component_ok(c)
+  local rest = c:match("^[a-z0-9]+(.*)$")
+  if not rest then return false end
+  while rest ~= "" do
+    local sep, tail = rest:match("^(__)([a-z0-9].*)$")
+    if not sep then sep, tail = rest:match("^([._])([a-z0-9].*)$") end
+    if not sep then sep, tail = rest:match("^(%-+)([a-z0-9].*)$") end
+    if not sep then return false end
+    rest = tail:match("^[a-z0-9]+(.*)$")
+  end
+  return true
+end
+
+local function domain_ok(d)
+  local host, port = d:match("^(.-):(%d+)$")
+  if not host then host = d end
+  if port and (tonumber(port) < 1 or tonumber(port) > 65535) then return false end
+  for label in (host .. "."):gmatch("([^.]*)%.") do
+    if not (label:match("^[%w]$") or label:match("^[%w][%w%-]*[%w]$")) then return false end
+  end
+  return true
+end
+
+function validate.image_reference(ref)
+  if ref == nil then return nil, "is required" end
+  if type(ref) ~= "string" then return nil, "expected a string, got " .. typename(ref) end
+  if ref == "" then return nil, "is required" end
+  if #ref > 512 then return nil, "is longer than 512 characters" end
+  local rest = ref
+  local at = ref:find("@", 1, true)
+  if at then
+    rest = ref:sub(1, at - 1)
+    local algo, hex = ref:sub(at + 1):match("^([%a][%w]*[%w+._-]*):(%x+)$")
+    if not algo or #hex < 32 then
+      return nil, "has an invalid digest (want algorithm:hex, e.g. sha256: and 64 hex digits)"
+    end
+  end
+  local name, tag = rest, nil
+  local last_slash = rest:match(".*()/") or 0
+  local colon = rest:match(".*():")
+  if colon and colon > last_slash then name, tag = rest:sub(1, colon - 1), rest:sub(colon + 1) end
+  if tag and not (tag:match("^[%w_][%w_.-]*$") and #tag <= 128) then
+    return nil, "has an invalid tag " .. show(tag)
+  end
+  if #name > 255 then return nil, "has a name longer than 255 characters" end
+  local parts = {}
+  for p in (name .. "/"):gmatch("([^/]*)/") do parts[#parts + 1] = p end
+  if #parts > 1 and (parts[1]:find("[.:]") or parts[1] == "localhost" or parts[1]:find("%u")) then
+    local domain = table.remove(parts, 1)
+    if not domain_ok(domain) then return nil, "has an invalid registry host " .. show(domain) end
+  end
+  for _, p in ipairs(parts) do
+    if p ~= p:lower() and p:lower():match("^[a-z0-9._-]+$") then
+      return nil, "must be lowercase (" .. show(p) .. ")"
+    end
+    if not path_component_ok(p) then
+      return nil, "has an invalid path component " .. show(p) .. " (lowercase letters and digits, "
+        .. "joined by '.', '_', '__' or '-')"
+    end
+  end
+  return true
+end
+
+local function check_image(errs, field, v)
+  local ok, why = validate.image_reference(v)
+  if ok then return v end
+  if why == "is required" then
+    errs:add(field, "is required")
+  else
+    errs:add(field, "%s is not a valid image reference: it %s", show(v), why)
+  end
+  return nil
+end
+
+-- A mount target: absolute, normalized, not / and not under /proc /sys /dev.
+local function check_mount_path(errs, field, p)
+  if type(p) ~= "string" or p:sub(1, 1) ~= "/" or p:find("[,:%c]") then
+    errs:add(field, "must be an absolute path without ',' or ':' (got %s)", show(p))
     return nil
   end
-  return s
+  local parts = {}
+  for c in p:gmatch("[^/]+") do
+    if c == "." or c == ".." then
+      errs:add(field, "must not contain '.' or '..' components (got %s)", show(p))
+      return nil
+    end
+    parts[#parts + 1] = c
+  end
+  local norm = "/" .. table.concat(parts, "/")
+  if norm == "/" then
+    errs:add(field, "must not be / (the container's root)")
+    return nil
+  end
+  for _, bad in ipairs(validate.FORBIDDEN_MOUNTS) do
+    if norm == bad or norm:sub(1, #bad + 1) == bad .. "/" then
+      errs:add(field, "must not be %s or under it (got %s)", bad, show(p))
+      return nil
+    end
+  end
+  return norm
+end
+
+local function limit(limits, key, default)
+  local v = limits and limits[key]
+  if v == nil then return default end
+  return v
 end
 
 -- Validates and normalizes a health_check; returns the normalized table.
 local function check_health(errs, field, h)
   if not check_type(errs, field, h, "table") then return nil end
+  local function zero(v) return v == nil or v == 0 or v == "" end
+  if zero(h.path) and zero(h.port) and zero(h.interval) and zero(h.timeout) and zero(h.retries) then
+    return nil -- Go's zero HealthCheckSpec: no health check
+  end
   local out = {}
-  if h.path ~= nil then
+  if h.path ~= nil and h.path ~= "" then
     if type(h.path) ~= "string" or h.path:sub(1, 1) ~= "/" or h.path:find("[%s\"'`$\\]") then
       errs:add(field .. ".path", "must be an absolute URL path without spaces or quotes (got %s)",
         show(h.path))
@@ -123,41 +339,51 @@ local function check_health(errs, field, h)
       out.path = h.path
     end
   end
-  if h.port == nil then
+  if h.port == nil or h.port == 0 then
     errs:add(field .. ".port", "is required (the container port to check)")
   elseif check_int(errs, field .. ".port", h.port, 1, 65535) then
     out.port = math.tointeger(h.port)
   end
   out.interval = check_duration(errs, field .. ".interval", h.interval)
   out.timeout = check_duration(errs, field .. ".timeout", h.timeout)
-  if check_int(errs, field .. ".retries", h.retries, 0, 100) and h.retries then
+  if check_int(errs, field .. ".retries", h.retries, 0, 100) and h.retries and h.retries ~= 0 then
     out.retries = math.tointeger(h.retries)
   end
   return out
 end
 
-local function check_resources(errs, field, r)
+-- A ResourceSpec. Zero means "not set" for every field (no limit, one
+-- replica); scale keeps cpu_millis/memory_mb 0 (= remove the limit).
+local function check_resources(errs, field, r, limits, keep_zero_limits)
   if not check_type(errs, field, r, "table") then return nil end
   local out = {}
-  for _, k in ipairs({"cpu_millis", "memory_mb", "disk_mb", "replicas", "gpu"}) do
+  for _, k in ipairs({"cpu_millis", "memory_mb", "disk_mb", "replicas"}) do
     if check_int(errs, field .. "." .. k, r[k], 0, 1 << 40) and r[k] then
-      out[k] = math.tointeger(r[k])
+      local v = math.tointeger(r[k])
+      if v ~= 0 or (keep_zero_limits and (k == "cpu_millis" or k == "memory_mb")) then out[k] = v end
     end
   end
   if out.memory_mb and out.memory_mb > 0 and out.memory_mb < validate.MIN_MEMORY_MB then
     errs:add(field .. ".memory_mb", "Docker's minimum memory limit is %d MB (got %d)",
       validate.MIN_MEMORY_MB, out.memory_mb)
   end
-  if r.replicas ~= nil and out.replicas and out.replicas < 1 then
-    errs:add(field .. ".replicas", "must be at least 1 (got %d)", out.replicas)
+  local max = limit(limits, "max_replicas", validate.MAX_REPLICAS)
+  if out.replicas and out.replicas > max then
+    errs:add(field .. ".replicas", "at most %d replicas (got %d; the operator's "
+      .. "CP_DOCKER_MAX_REPLICAS)", max, out.replicas)
   end
-  if out.gpu and out.gpu > 0 then
-    errs:add(field .. ".gpu", "GPUs are not supported by this provider")
+  local gpu = r.gpu
+  if gpu ~= nil and gpu ~= "" and gpu ~= 0 then
+    if type(gpu) ~= "string" and type(gpu) ~= "number" then
+      errs:add(field .. ".gpu", "expected a string, got %s", typename(gpu))
+    else
+      errs:add(field .. ".gpu", "GPUs are not supported by this provider (got %s)", show(gpu))
+    end
   end
   return out
 end
 
-local function check_service(errs, f, s, seen_names)
+local function check_service(errs, f, s, seen_names, limits)
   local out = {}
   if type(s) ~= "table" then
     errs:add(f, "expected an object, got %s", type(s))
@@ -176,13 +402,7 @@ local function check_service(errs, f, s, seen_names)
     seen_names[s.name] = f
     out.name = s.name
   end
-  if s.image == nil or s.image == "" then
-    errs:add(f .. ".image", "is required")
-  elseif type(s.image) ~= "string" or not s.image:match(validate.IMAGE_REF) then
-    errs:add(f .. ".image", "%s is not a valid image reference", show(s.image))
-  else
-    out.image = s.image
-  end
+  out.image = check_image(errs, f .. ".image", s.image)
   local role = s.role
   if role == nil or role == "" then role = "main" end
   if not validate.ROLES[role] then
@@ -198,9 +418,11 @@ local function check_service(errs, f, s, seen_names)
       end
     end
   end
-  if s.resources ~= nil then out.resources = check_resources(errs, f .. ".resources", s.resources) end
+  if s.resources ~= nil then
+    out.resources = check_resources(errs, f .. ".resources", s.resources, limits)
+  end
   if s.env ~= nil then
-    check_map(errs, f .. ".env", s.env, validate.ENV_KEY,
+    check_env(errs, f .. ".env", s.env,
       "environment variable name (letters, digits, '_'; not starting with a digit)")
     out.env = s.env
   end
@@ -222,6 +444,10 @@ local function check_service(errs, f, s, seen_names)
           end
           if check_int(errs, pf .. ".host", p.host, 0, 65535) and p.host and p.host ~= 0 then
             port.host = math.tointeger(p.host)
+            if port.host < 1024 and not limit(limits, "allow_privileged_ports", false) then
+              errs:add(pf .. ".host", "host port %d is privileged (below 1024); the operator "
+                .. "must allow it (CP_DOCKER_ALLOW_PRIVILEGED_PORTS=1)", port.host)
+            end
           end
           local proto = p.protocol
           if proto == nil or proto == "" then proto = "tcp" end
@@ -253,13 +479,7 @@ local function check_service(errs, f, s, seen_names)
           else
             vol.name = v.name
           end
-          if type(v.mount_path) ~= "string" or v.mount_path:sub(1, 1) ~= "/"
-              or v.mount_path:find("[,:%c]") then
-            errs:add(vf .. ".mount_path", "must be an absolute path without ',' or ':' (got %s)",
-              show(v.mount_path))
-          else
-            vol.mount_path = v.mount_path
-          end
+          vol.mount_path = check_mount_path(errs, vf .. ".mount_path", v.mount_path)
           if check_int(errs, vf .. ".size_mb", v.size_mb, 0, 1 << 30) then
             vol.size_mb = v.size_mb and math.tointeger(v.size_mb) or nil
           end
@@ -277,6 +497,9 @@ local function check_service(errs, f, s, seen_names)
   if s.health_check ~= nil then
     out.health_check = check_health(errs, f .. ".health_check", s.health_check)
   end
+  if role == "init" and #out.ports > 0 then
+    errs:add(f .. ".ports", "an init service runs once and exits: it cannot publish ports")
+  end
   local n = out.resources and out.resources.replicas
   if n and n > 1 then
     if role ~= "main" then
@@ -291,7 +514,8 @@ local function check_service(errs, f, s, seen_names)
     end
   end
   if s.annotations ~= nil then
-    check_map(errs, f .. ".annotations", s.annotations, validate.LABEL_KEY, "annotation key")
+    check_map(errs, f .. ".annotations", s.annotations, validate.LABEL_KEY, "annotation key",
+      validate.RESERVED_LABEL_PREFIX)
     out.annotations = s.annotations
   end
   for _, k in ipairs({"command", "args"}) do
@@ -303,12 +527,13 @@ local function check_service(errs, f, s, seen_names)
   return out
 end
 
-function validate.provision(req)
+function validate.provision(req, limits)
   local errs = new_errors()
   if type(req) ~= "table" then
-    errs:add("request", "expected an object, got %s", type(req))
+    errs:add("request", "expected an object, got %s", typename(req))
     return errs:result()
   end
+  req = denull(req, 0)
   local ok, err = project.validate_id(req.instance_id)
   if not ok then errs:add("instance_id", "%s", (err:gsub("^instance_id: ", ""))) end
   local out = {instance_id = req.instance_id, services = {}}
@@ -325,7 +550,8 @@ function validate.provision(req)
   end
   out.kind = (req.kind ~= nil and req.kind ~= "") and req.kind or "deployment"
   if req.labels ~= nil then
-    check_map(errs, "labels", req.labels, validate.LABEL_KEY, "label key")
+    check_map(errs, "labels", req.labels, validate.LABEL_KEY, "label key",
+      validate.RESERVED_LABEL_PREFIX)
     out.labels = req.labels
   end
   if req.services == nil or (type(req.services) == "table" and next(req.services) == nil) then
@@ -342,7 +568,7 @@ function validate.provision(req)
   local names, mains = {}, {}
   for i, s in ipairs(req.services) do
     local f = string.format("services[%d]", i - 1)
-    local svc = check_service(errs, f, s, names)
+    local svc = check_service(errs, f, s, names, limits)
     if svc then
       svc.field = f
       out.services[#out.services + 1] = svc
@@ -398,16 +624,15 @@ function validate.provision(req)
 end
 
 -- A ResourceSpec for scale: every field optional, at least one given.
-function validate.resources(spec)
+-- replicas 0 (Go's zero value) leaves the replica count alone.
+function validate.resources(spec, limits)
   local errs = new_errors()
   if type(spec) ~= "table" then
-    errs:add("spec", "expected a ResourceSpec object, got %s", type(spec))
+    errs:add("spec", "expected a ResourceSpec object, got %s", typename(spec))
     return errs:result()
   end
-  local out = check_resources(errs, "spec", spec) or {}
-  if out.replicas and out.replicas > 100 then
-    errs:add("spec.replicas", "at most 100 replicas (got %d)", out.replicas)
-  end
+  spec = denull(spec, 0)
+  local out = check_resources(errs, "spec", spec, limits, true) or {}
   if #errs.list == 0 and out.cpu_millis == nil and out.memory_mb == nil and out.replicas == nil then
     errs:add("spec", "nothing to scale: give cpu_millis, memory_mb or replicas")
   end
@@ -417,9 +642,10 @@ end
 function validate.deploy(req, existing)
   local errs = new_errors()
   if type(req) ~= "table" then
-    errs:add("request", "expected an object, got %s", type(req))
+    errs:add("request", "expected an object, got %s", typename(req))
     return errs:result()
   end
+  req = denull(req, 0)
   local ok, err = project.validate_id(req.instance_id)
   if not ok then errs:add("instance_id", "%s", (err:gsub("^instance_id: ", ""))) end
   if req.release_id ~= nil and (type(req.release_id) ~= "string"
@@ -458,27 +684,67 @@ function validate.deploy(req, existing)
         seen[s.name] = true
         svc.name = s.name
       end
-      if s.image ~= nil and s.image ~= "" then
-        if type(s.image) ~= "string" or not s.image:match(validate.IMAGE_REF) then
-          errs:add(f .. ".image", "%s is not a valid image reference", show(s.image))
-        else
-          svc.image = s.image
-        end
-      end
+      if s.image ~= nil and s.image ~= "" then svc.image = check_image(errs, f .. ".image", s.image) end
       if s.env ~= nil then
-        check_map(errs, f .. ".env", s.env, validate.ENV_KEY, "environment variable name")
+        check_env(errs, f .. ".env", s.env, "environment variable name")
         svc.env = s.env
       end
       if s.health_check ~= nil then
         svc.health_check = check_health(errs, f .. ".health_check", s.health_check)
       end
-      if svc.image == nil and svc.env == nil and svc.health_check == nil then
+      if (s.image == nil or s.image == "") and s.env == nil and svc.health_check == nil then
         errs:add(f, "nothing to deploy: give an image, env or health_check")
       end
       out.services[#out.services + 1] = svc
     end
   end
   return errs:result(out)
+end
+
+-- Limits that depend on the daemon, from its /info (NCPU, MemTotal,
+-- Driver, DriverStatus): checked after validate.provision / validate.resources
+-- and before anything is created. r: a normalized provision request, or a
+-- normalized ResourceSpec (field "spec").
+function validate.against_host(r, info)
+  local errs = new_errors()
+  info = type(info) == "table" and info or {}
+  local ncpu = math.tointeger(info.NCPU)
+  local mem_mb = type(info.MemTotal) == "number" and info.MemTotal // 1048576 or nil
+  local driver = type(info.Driver) == "string" and info.Driver or "unknown"
+  local backing
+  for _, kv in ipairs(type(info.DriverStatus) == "table" and info.DriverStatus or {}) do
+    if type(kv) == "table" and kv[1] == "Backing Filesystem" then backing = kv[2] end
+  end
+  local function check(field, res)
+    if type(res) ~= "table" then return end
+    if ncpu and ncpu > 0 and res.cpu_millis and res.cpu_millis > ncpu * 1000 then
+      errs:add(field .. ".cpu_millis", "at most %d (the host has %d CPUs; got %d)", ncpu * 1000,
+        ncpu, res.cpu_millis)
+    end
+    if mem_mb and mem_mb > 0 and res.memory_mb and res.memory_mb > mem_mb then
+      errs:add(field .. ".memory_mb", "at most %d MB (the host's memory; got %d)", mem_mb,
+        res.memory_mb)
+    end
+    if res.disk_mb and res.disk_mb > 0 and not validate.disk_limit_supported(driver, backing) then
+      errs:add(field .. ".disk_mb", "cannot be enforced: the daemon's storage driver is %s%s, "
+        .. "which has no per-container size limit (StorageOpt size needs overlay2 on xfs with "
+        .. "pquota, btrfs, zfs or devicemapper); send 0 for no limit", driver,
+        backing and (" on " .. backing) or "")
+    end
+  end
+  if r.services then
+    for i, s in ipairs(r.services) do
+      check((s.field or string.format("services[%d]", i - 1)) .. ".resources", s.resources)
+    end
+  else
+    check("spec", r)
+  end
+  return errs:result(r)
+end
+
+function validate.disk_limit_supported(driver, backing)
+  if driver == "overlay2" then return backing == "xfs" end
+  return validate.DISK_DRIVERS[driver] == true
 end
 
 return validate
