@@ -35,9 +35,30 @@ local function decode_response(res)
   return value, res
 end
 
+-- A request path must not hold a dot segment ("." or "..", literal or
+-- percent-encoded): the daemon decodes and cleans paths before routing, so
+-- "/images/a%2F..%2F..%2Fcontainers%2Fx/json" would address
+-- /containers/x/json. Names that reach paths are validated upstream and
+-- each is put in with M.segment; this is the last check before the wire.
+function M.check_path(path)
+  if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
+    return nil, "request path must start with '/' (got " .. tostring(path) .. ")", "bad_request"
+  end
+  local decoded = path:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+  for piece in (decoded .. "/"):gmatch("([^/]*)/") do
+    if piece == "." or piece == ".." then
+      return nil, string.format("refusing request path %q: it has a %q segment", path, piece),
+        "bad_request"
+    end
+  end
+  return true
+end
+
 -- Generic call: returns the decoded body (or true for an empty one), and
 -- the raw response second.
 function Engine:call(method, path, query, body, opts)
+  local ok, perr, pcode = M.check_path(path)
+  if not ok then return nil, perr, pcode end
   local o = {query = query}
   if body ~= nil then
     o.body = type(body) == "string" and body or json.encode(body)
@@ -59,8 +80,14 @@ function Engine:delete(path, query, opts) return self:call("DELETE", path, query
 -- {value = decoded} or {error = message, code = code, status = status}.
 function Engine:batch(calls, opts)
   if #calls == 0 then return {} end
-  local reqs = {}
-  for i, c in ipairs(calls) do
+  local reqs, refused = {}, {}
+  for i, call in ipairs(calls) do
+    local c = call
+    local ok, perr, pcode = M.check_path(c.path)
+    if not ok then
+      refused[i] = {error = perr, code = pcode}
+      c = {method = "GET", path = "/_ping"} -- a harmless stand-in; its result is dropped
+    end
     local body = c.body
     if body ~= nil and type(body) ~= "string" then body = json.encode(body) end
     reqs[i] = {method = c.method or "GET", path = c.path, query = c.query, body = body}
@@ -68,7 +95,9 @@ function Engine:batch(calls, opts)
   local results = self.client:batch(reqs, opts)
   local out = {}
   for i, r in ipairs(results) do
-    if r.error then
+    if refused[i] then
+      out[i] = refused[i]
+    elseif r.error then
       out[i] = {error = r.error, code = r.code, status = r.status}
     else
       local value, err, code = decode_response(r)
@@ -84,6 +113,8 @@ end
 
 -- Opens a streamed response (logs, events, pull progress).
 function Engine:stream(method, path, query, opts)
+  local ok, perr, pcode = M.check_path(path)
+  if not ok then return nil, perr, pcode end
   local o = {query = query}
   if opts then
     for k, v in pairs(opts) do o[k] = v end
@@ -114,8 +145,10 @@ function M.filters(t)
   return json.encode(out)
 end
 
--- Path segment: container, network and volume names are validated upstream,
--- but anything put into a path is percent-encoded all the same.
+-- Path segment: container, network and volume names and image references
+-- are validated upstream, but anything put into a path is percent-encoded
+-- all the same ('/' included: an image "a/b" is one segment "a%2Fb", which
+-- the daemon decodes back).
 function M.segment(s)
   return (tostring(s):gsub("[^%w%-%._~]", function(c)
     return string.format("%%%02X", c:byte())

@@ -1,5 +1,6 @@
 -- Image references and pulls: the registry prefix, what /images/create
 -- wants, and ensure_images (pull policy, progress events, errors).
+local engine = require("ctrlplane.docker.engine")
 local json = require("ctrlplane.docker.json")
 
 local function fail(msg, code)
@@ -43,7 +44,7 @@ local function ensure_images(ctx, images)
   local present = {}
   if cfg.pull_policy ~= "always" then
     local calls = {}
-    for i, ref in ipairs(refs) do calls[i] = {path = "/images/" .. ref .. "/json"} end
+    for i, ref in ipairs(refs) do calls[i] = {path = "/images/" .. engine.segment(ref) .. "/json"} end
     for i, r in ipairs(ctx.eng:batch(calls)) do
       if r.value then
         present[refs[i]] = true
