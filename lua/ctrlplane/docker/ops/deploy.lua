@@ -93,7 +93,7 @@ local function replace_units(p, ctx, units, after_each)
   for step, u in ipairs(units) do
     local old = u.old
     local was_running = old.State == "running"
-    local retire_name = string.format("%s-retired-%s", u.cname, stamp)
+    local retire_name = project.temp_name(u.cname, "retired", stamp)
     local s = u.spec
     if s.role == "init" or u.strategy ~= "start-first" then
       local done, rerr, rcode = eng:post("/containers/" .. seg(old.Id) .. "/rename", {name = retire_name})
@@ -118,7 +118,7 @@ local function replace_units(p, ctx, units, after_each)
       -- start-first: the new container under a temporary name and without
       -- the service alias, so nobody is sent to it before it is ready
       local nu = {spec = s, replica = u.replica, key = u.key, no_alias = true,
-        cname = string.format("%s-next-%s", u.cname, stamp)}
+        cname = project.temp_name(u.cname, "next", stamp)}
       local ids, err, code = create_containers(ctx, {nu})
       if not ids then return restore(err, code) end
       local ok, info
