@@ -102,6 +102,10 @@ local function container_body(cfg, inst, svc, release, replica, history, no_alia
   }
   if res.cpu_millis and res.cpu_millis > 0 then host.NanoCpus = res.cpu_millis * 1000000 end
   if res.memory_mb and res.memory_mb > 0 then host.Memory = res.memory_mb * 1048576 end
+  -- disk_mb: validate.against_host let it through only where the storage
+  -- driver can enforce it (the daemon's own error covers overlay2 on xfs
+  -- without pquota)
+  if res.disk_mb and res.disk_mb > 0 then host.StorageOpt = {size = res.disk_mb .. "M"} end
 
   local body = {
     -- no Hostname: Docker makes the hostname a network alias, and the

@@ -8,6 +8,7 @@ local members = require("ctrlplane.docker.members")
 local project = require("ctrlplane.docker.project")
 local specbuild = require("ctrlplane.docker.specbuild")
 local util = require("ctrlplane.docker.util")
+local validate = require("ctrlplane.docker.validate")
 
 local seg = engine.segment
 local container_body = specbuild.container_body
@@ -64,6 +65,41 @@ end
 
 -- Creates the containers of the units at once; records them in
 -- ctx.created. Returns {key = container id}.
+-- The daemon's "Conflict. The container name ... is already in use by
+-- container <id>" names another owner's container; this message does not.
+-- A container of this instance holding the name (a leftover the caller did
+-- not expect) is reported with the daemon's words.
+local function name_taken(ctx, u)
+  local c = ctx.eng:get("/containers/" .. seg(u.cname) .. "/json")
+  local labels = type(c) == "table" and (c.Config or {}).Labels or {}
+  if labels[project.LABEL.instance] == ctx.inst.instance_id then
+    return string.format("creating service %s: the container name %s is taken by another "
+      .. "container of instance %s (%s)", u.key, u.cname, ctx.inst.instance_id,
+      c.Id and c.Id:sub(1, 12) or "?")
+  end
+  return string.format("creating service %s: the container name %s is taken by a container that "
+    .. "does not belong to instance %s; refusing to use or remove it", u.key, u.cname,
+    ctx.inst.instance_id)
+end
+
+-- Limits that depend on the host (CPUs, memory, storage driver), from
+-- /info, before anything is changed; /info is asked only when a request
+-- sets a limit. r: a normalized provision request or scale ResourceSpec.
+local function check_host(eng, r)
+  local need = false
+  for _, res in ipairs(r.services and {} or {r}) do
+    need = res.cpu_millis ~= nil or res.memory_mb ~= nil or res.disk_mb ~= nil
+  end
+  for _, s in ipairs(r.services or {}) do
+    local res = s.resources or {}
+    need = need or res.cpu_millis ~= nil or res.memory_mb ~= nil or res.disk_mb ~= nil
+  end
+  if not need then return r end
+  local info, err, code = eng:get("/info")
+  if not info then return nil, "reading the daemon's /info: " .. err, code end
+  return validate.against_host(r, info)
+end
+
 local function create_containers(ctx, units)
   local calls = {}
   for i, u in ipairs(units) do
@@ -83,6 +119,7 @@ local function create_containers(ctx, units)
     elseif not first_err then
       first_err = string.format("creating service %s: %s", units[i].key, r.error)
       first_code = r.code
+      if r.code == "conflict" then first_err = name_taken(ctx, units[i]) end
     end
   end
   if first_err then return fail(first_err, first_code) end
@@ -253,6 +290,7 @@ return {
   new_ctx = new_ctx,
   unit_of = unit_of,
   replica_unit = replica_unit,
+  check_host = check_host,
   create_containers = create_containers,
   start_containers = start_containers,
   run_init = run_init,

@@ -59,7 +59,9 @@ end
 
 function P:provision(req, opts)
   opts = opts or {}
-  local r, verr, vcode, verrors = validate.provision(req)
+  local r, verr, vcode, verrors = validate.provision(req, self.cfg)
+  if not r then return nil, verr, vcode, verrors end
+  r, verr, vcode, verrors = steps.check_host(self.engine, r)
   if not r then return nil, verr, vcode, verrors end
   local pol, perr, pcode = gate.load(self, {"rollout", "reprovision", "status"})
   if not pol then return nil, perr, pcode end

@@ -26,7 +26,9 @@ function P:scale(instance_id, spec, opts)
   opts = opts or {}
   local ok, verr = project.validate_id(instance_id)
   if not ok then return nil, verr, "invalid" end
-  local rs, serr, scode, serrors = validate.resources(spec)
+  local rs, serr, scode, serrors = validate.resources(spec, self.cfg)
+  if not rs then return nil, serr, scode, serrors end
+  rs, serr, scode, serrors = steps.check_host(self.engine, rs)
   if not rs then return nil, serr, scode, serrors end
   local cur, err, code = current_state(self, instance_id)
   if not cur then return nil, err, code end
@@ -35,6 +37,11 @@ function P:scale(instance_id, spec, opts)
   local main
   main, err, code = gate.scale_target(pol.scale, cur, rs)
   if not main then return nil, err, code end
+  if rs.disk_mb and rs.disk_mb ~= (main.resources or {}).disk_mb then
+    return nil, string.format("invalid request: spec.disk_mb: a disk limit cannot change on a "
+      .. "running container (it is %s; re-provision with the new disk_mb)",
+      tostring((main.resources or {}).disk_mb or 0)), "invalid"
+  end
   local eng = self.engine
   local reps = cur.reps[main.name] or {cur.by[main.name]}
 
