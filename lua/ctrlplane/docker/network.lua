@@ -59,10 +59,14 @@ local function ensure_network(ctx)
   local name = project.network_name(ctx.inst.instance_id)
   local net, err, code = ctx.eng:get("/networks/" .. seg(name))
   if net then
+    -- only a network labelled for this very instance is used; the message
+    -- names nothing of whoever owns it
     local labels = net.Labels or {}
-    if labels[LABEL.project] ~= project.name(ctx.inst.instance_id) then
-      return fail(string.format("network %s exists but is not managed by ctrlplane "
-        .. "(no %s label); refusing to use it", name, LABEL.project), "conflict")
+    if labels[LABEL.instance] ~= ctx.inst.instance_id
+        or labels[LABEL.project] ~= project.name(ctx.inst.instance_id) then
+      return fail(string.format("network %s exists and does not belong to instance %s (its %s "
+        .. "label is not %q); refusing to use it", name, ctx.inst.instance_id, LABEL.instance,
+        ctx.inst.instance_id), "conflict")
     end
     return true
   end
@@ -105,15 +109,33 @@ local function ensure_volumes(ctx, services)
     label = {LABEL.project .. "=" .. project.name(ctx.inst.instance_id)}})})
   if not list then return fail("listing volumes: " .. err, code) end
   local have = {}
-  for _, v in ipairs(list.Volumes or {}) do have[v.Name] = true end
-  local calls, names = {}, {}
+  for _, v in ipairs(list.Volumes or {}) do
+    if (v.Labels or {})[LABEL.instance] == ctx.inst.instance_id then have[v.Name] = true end
+  end
+  -- a wanted name that is not ours may still exist (another owner's volume):
+  -- /volumes/create would hand it back as if new, so look first, and refuse
+  -- it without naming anything of its owner
+  local missing = {}
   for _, name in ipairs(order) do
-    if not have[name] then
-      names[#names + 1] = name
-      calls[#calls + 1] = {method = "POST", path = "/volumes/create", body = {
-        Name = name, Labels = {[LABEL.instance] = ctx.inst.instance_id,
-          [LABEL.project] = project.name(ctx.inst.instance_id)}}}
+    if not have[name] then missing[#missing + 1] = name end
+  end
+  local looks = {}
+  for i, name in ipairs(missing) do looks[i] = {path = "/volumes/" .. seg(name)} end
+  for i, r in ipairs(ctx.eng:batch(looks)) do
+    if r.value then
+      return fail(string.format("volume %s exists and does not belong to instance %s (its %s "
+        .. "label is not %q); refusing to use it", missing[i], ctx.inst.instance_id,
+        LABEL.instance, ctx.inst.instance_id), "conflict")
+    elseif r.code ~= "not_found" then
+      return fail("inspecting volume " .. missing[i] .. ": " .. r.error, r.code)
     end
+  end
+  local calls, names = {}, {}
+  for _, name in ipairs(missing) do
+    names[#names + 1] = name
+    calls[#calls + 1] = {method = "POST", path = "/volumes/create", body = {
+      Name = name, Labels = {[LABEL.instance] = ctx.inst.instance_id,
+        [LABEL.project] = project.name(ctx.inst.instance_id)}}}
   end
   for i, r in ipairs(ctx.eng:batch(calls)) do
     if r.error then return fail("creating volume " .. names[i] .. ": " .. r.error, r.code) end

@@ -85,10 +85,13 @@ function project.provider_ref(id) return "docker:cp-" .. id end
 
 -- Lists the project's containers (all states), as /containers/json returns
 -- them. Returns the list, or nil, message, code.
+-- Both labels must match (Docker ANDs label filters): a container is a
+-- member only when labelled for this very instance.
 function project.members(eng, id)
   return eng:get("/containers/json", {
     all = true,
-    filters = engine.filters({label = {project.LABEL.project .. "=" .. project.name(id)}}),
+    filters = engine.filters({label = {project.LABEL.project .. "=" .. project.name(id),
+      project.LABEL.instance .. "=" .. id}}),
   })
 end
 
