@@ -55,3 +55,25 @@ describe("util.base64", function()
     end)
   end
 end)
+
+describe("json.decode_request (duplicate keys)", function()
+  local rows = {
+    {'{"a":1,"a":2}', "a"},
+    {'{"services":[{"name":"x"},{"name":"y","env":{"A":"1","B":"\\"","A":"2"}}]}', "services[1].env.A"},
+    {'{"\\u0061":1,"a":2}', "a"},
+    {'{"x":[1,2,{"k":1,"k":2}]}', "x[2].k"},
+    {'{"o":{"p":{},"p":{}}}', "o.p"},
+  }
+  for _, row in ipairs(rows) do
+    it("refuses " .. row[1], function()
+      local v, err = json.decode_request(row[1])
+      assert.is_nil(v)
+      assert.are.equal("duplicate key: " .. row[2] .. " is given twice", err)
+    end)
+  end
+  it("accepts equal keys in different objects and key-like text in strings", function()
+    assert.is_table(json.decode_request('{"a":"x\\"a\\":1","b":{"a":1},"c":[{"a":1},{"a":1}]}'))
+    assert.are.equal(3, json.decode_request("3"))
+    assert.is_nil(json.decode_request('{"a":'))
+  end)
+end)

@@ -25,7 +25,9 @@ encodes []byte.]],
       local timeout
       if opts.timeout then
         timeout = tonumber(opts.timeout)
-        if not timeout or timeout <= 0 then return cli.usage_error("--timeout needs seconds") end
+        if not timeout or timeout ~= timeout or timeout <= 0 or timeout > 86400 then
+          return cli.usage_error("--timeout needs seconds, more than 0 and at most 86400")
+        end
       end
       local req = {command = command, service = opts.service, tty = opts.t or false}
       if opts.i then req.stdin = io.stdin:read("a") or "" end

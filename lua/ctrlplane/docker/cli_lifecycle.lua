@@ -13,10 +13,14 @@ local function read_request(path)
   else
     local f, err = io.open(path, "r")
     if not f then return nil, "cannot read " .. path .. ": " .. err end
-    text = f:read("a")
+    local rerr
+    text, rerr = f:read("a")
     f:close()
+    if not text then -- a directory opens, then fails to read
+      return nil, "cannot read " .. path .. ": " .. tostring(rerr):gsub("^[^:]*: ", "")
+    end
   end
-  local req, jerr = json.decode(text or "")
+  local req, jerr = json.decode_request(text or "")
   if req == nil then return nil, (path == "-" and "stdin" or path) .. ": " .. jerr end
   if type(req) ~= "table" then return nil, path .. ": expected a JSON object" end
   return req
@@ -111,7 +115,9 @@ local function simple(cli, name, summary, method, past)
       local call_opts
       if opts.timeout then
         local t = tonumber(opts.timeout)
-        if not t or t < 0 then return cli.usage_error("--timeout needs a number of seconds") end
+        if not t or t ~= t or t < 0 or t > 86400 then
+          return cli.usage_error("--timeout needs a number of seconds from 0 to 86400")
+        end
         call_opts = {stop_timeout = t}
       end
       local ok, ferr, code = p[method](p, args[1], call_opts)

@@ -117,6 +117,13 @@ function config.resolve(opts, getenv)
       .. cfg.pull_policy .. "\")"
   end
   cfg.policy_dir = nonempty(opts.policy_dir) or nonempty(getenv("CP_POLICY_DIR"))
+  if cfg.policy_dir then -- a typo must not fall back to the bundled policy silently
+    local d = io.open(cfg.policy_dir .. "/.", "r")
+    if not d then
+      return nil, "policy_dir: " .. cfg.policy_dir .. " is not a directory"
+    end
+    d:close()
+  end
   cfg.scripts_dir = nonempty(opts.scripts_dir)
   -- request limits (validate.lua): the most replicas one service may ask
   -- for, and whether fixed host ports below 1024 may be published

@@ -3,6 +3,8 @@
 -- and empty lists can be told from empty objects.
 --
 --   json.decode(text)        -> value | nil, message
+--   json.decode_request(text) -> value | nil, message   (also refuses an object
+--                               with the same key twice, naming where)
 --   json.encode(value)       -> text
 --   json.array(t)            -> t, marked to encode as a list even when empty
 --   json.object(t)           -> t, marked to encode as an object even when empty
@@ -54,6 +56,77 @@ function json.decode(text)
   end
   if type(value) == "table" then return integers(value) end
   return math.tointeger(value) or value
+end
+
+-- The first key that appears twice in one object of (valid) JSON text, as
+-- a path: services[1].env.A. lua-cjson keeps the last of two equal keys
+-- silently, and Go's encoding/json does the same: a request that says two
+-- things about one field is refused instead. Strings are skipped with
+-- find, so long values (base64 stdin) cost little.
+local function duplicate_key(text)
+  local stack = {} -- {keys = set} for objects, {index = n} for arrays
+  local function path(last)
+    local out = {}
+    for _, f in ipairs(stack) do
+      if f.keys then
+        if f.key then out[#out + 1] = (#out > 0 and "." or "") .. f.key end
+      else
+        out[#out + 1] = "[" .. f.index .. "]"
+      end
+    end
+    out[#out] = nil -- the innermost frame is the object that has the key twice
+    out[#out + 1] = (#out > 0 and "." or "") .. last
+    return table.concat(out)
+  end
+  local i = 1
+  while true do
+    local at = text:find('[{}%[%]",]', i)
+    if not at then return nil end
+    local ch = text:sub(at, at)
+    if ch == '"' then
+      local j = at + 1
+      while true do
+        local q = text:find('["\\]', j)
+        if not q then return nil end
+        if text:sub(q, q) == "\\" then j = q + 2 else j = q break end
+      end
+      local top = stack[#stack]
+      local nxt = text:find("%S", j + 1)
+      if top and top.keys and nxt and text:sub(nxt, nxt) == ":" then
+        local key = text:sub(at + 1, j - 1)
+        if key:find("\\", 1, true) then
+          local ok, v = pcall(decoder.decode, '"' .. key .. '"')
+          if ok then key = v end
+        end
+        if top.keys[key] then return path(key) end
+        top.keys[key] = true
+        top.key = key
+      end
+      i = j + 1
+    else
+      if ch == "{" then
+        stack[#stack + 1] = {keys = {}}
+      elseif ch == "[" then
+        stack[#stack + 1] = {index = 0}
+      elseif ch == "," then
+        local top = stack[#stack]
+        if top and top.index then top.index = top.index + 1 end
+      else
+        stack[#stack] = nil
+      end
+      i = at + 1
+    end
+  end
+end
+
+function json.decode_request(text)
+  local value, err = json.decode(text)
+  if value == nil then return nil, err end
+  if type(value) == "table" then
+    local dup = duplicate_key(text)
+    if dup then return nil, "duplicate key: " .. dup .. " is given twice" end
+  end
+  return value
 end
 
 local escapes = {

@@ -111,7 +111,8 @@ function M.since_param(since, now)
       end
     end
   end
-  if not t or t < 0 then
+  -- before year 10000: beyond that (1e20, inf) Docker cannot parse it
+  if not t or t ~= t or t < 0 or t >= 253402300800 then
     return nil, "since: expected an RFC 3339 time, Unix seconds or a duration such as \"10m\", got "
       .. string.format("%q", tostring(since))
   end

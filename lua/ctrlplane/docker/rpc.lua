@@ -175,7 +175,7 @@ end
 function rpc.call_json(p, method, params_json)
   local params = json.null
   if params_json and params_json ~= "" then
-    local v, err = json.decode(params_json)
+    local v, err = json.decode_request(params_json)
     if v == nil then
       return false, json.encode(err_obj(rpc.PARSE_ERROR, "params: " .. err, {code = "invalid"}))
     end
@@ -267,7 +267,7 @@ end
 
 function Server:handle(line)
   if line:match("^%s*$") then return end
-  local msg, err = json.decode(line)
+  local msg, err = json.decode_request(line)
   if msg == nil then
     return self:send({id = json.null, error = err_obj(rpc.PARSE_ERROR, "parse error: " .. err,
       {code = "invalid"})})
