@@ -231,7 +231,8 @@ describe("resources", function()
         local name = "cp-" .. lid .. "-" .. svc
         local res = assert(c:request("POST", "/containers/create", {query = {name = name},
           body = json.encode({Image = helper.IMAGE1, Cmd = {"sleep", "600"},
-            Labels = {["ctrlplane.project"] = "cp-" .. lid, ["ctrlplane.service"] = svc},
+            Labels = {["ctrlplane.project"] = "cp-" .. lid, ["ctrlplane.instance"] = lid,
+              ["ctrlplane.service"] = svc},
             HostConfig = {Memory = 64 * 1024 * 1024, NetworkMode = "none"}})}))
         local cid = json.decode(res.body).Id
         created[#created + 1] = cid

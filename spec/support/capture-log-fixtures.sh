@@ -28,7 +28,7 @@ capture() {
   names+=("$name")
   curl -sf --unix-socket "$SOCK" -H 'Content-Type: application/json' \
     -d "{\"Image\":\"$IMAGE\",\"Tty\":$tty,\"HostConfig\":{\"NetworkMode\":\"none\"},\"Cmd\":[\"sh\",\"-c\",$(printf '%s' "$PROGRAM" | python3 -c 'import json,sys;print(json.dumps(sys.stdin.read()))')],
-         \"Labels\":{\"ctrlplane.project\":\"cp-$id\",\"ctrlplane.service\":\"$form\",\"ctrlplane.role\":\"main\"}}" \
+         \"Labels\":{\"ctrlplane.project\":\"cp-$id\",\"ctrlplane.instance\":\"$id\",\"ctrlplane.service\":\"$form\",\"ctrlplane.role\":\"main\"}}" \
     "$API/containers/create?name=$name" >/dev/null
   curl -sf --unix-socket "$SOCK" -X POST "$API/containers/$name/start" >/dev/null
   curl -sf --unix-socket "$SOCK" -X POST "$API/containers/$name/wait" >/dev/null

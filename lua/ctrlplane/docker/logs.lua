@@ -259,7 +259,8 @@ function LogStream:_locate(src)
   local f = self.follow
   local c, err, code = f.engine:get("/containers/" .. engine.segment(src.name) .. "/json")
   local labels = c and c.Config and c.Config.Labels or {}
-  if c and labels[project.LABEL.project] == project.name(f.instance_id) then
+  if c and labels[project.LABEL.project] == project.name(f.instance_id)
+      and labels[project.LABEL.instance] == f.instance_id then
     if c.Id ~= src.container then c.fresh = true end
     return c
   end
