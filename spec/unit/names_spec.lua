@@ -53,6 +53,9 @@ describe("Docker names", function()
     assert.are_not.equal(project.container_name("S-y", "web"), project.container_name("S", "y-web"))
     assert.are_not.equal(project.network_name("S-y"), project.network_name("S"))
     assert.are_not.equal(project.container_name("S", "web", 2), project.container_name("S", "web-2"))
+    assert.are_not.equal(project.volume_name("S", "data", 2), project.volume_name("S", "data-2"))
+    assert.are_not.equal(project.volume_name("S", "data", 2), project.volume_name("S", "data_2"))
+    assert.are_not.equal(project.volume_name("S", "data", 2), project.volume_name("S", "data.r2"))
     assert.are_not.equal(project.container_name("a-", "b"), project.container_name("a", "-b"))
     assert.are_not.equal(project.temp_name(project.container_name("S", "web"), "retired", "1"),
       project.container_name("S", "web-retired-1"))
@@ -77,7 +80,10 @@ describe("Docker names", function()
       end
       for _, vol in ipairs(VOLUMES) do
         claim(volumes, project.volume_name(id, vol), id .. "/" .. vol)
-        n = n + 1
+        for r = 1, 3 do
+          claim(volumes, project.volume_name(id, vol, r), string.format("%s/%s#%d", id, vol, r))
+        end
+        n = n + 4
       end
     end
     assert.is_true(n > 20000, "pairs checked: " .. n)
@@ -89,6 +95,7 @@ describe("Docker names", function()
       assert.matches(docker_name, project.container_name(id, "web", 3))
       assert.matches(docker_name, project.network_name(id))
       assert.matches(docker_name, project.volume_name(id, "d.a_t-a"))
+      assert.matches(docker_name, project.volume_name(id, "d.a_t-a", 12))
     end
   end)
 end)

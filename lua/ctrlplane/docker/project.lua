@@ -51,13 +51,21 @@ end
 -- within each, the objects are: services (a-z 0-9 '-'), replicas
 -- "<service>_<n>" (a service has no '_'), deploy temporaries
 -- "<service>[_<n>]_next_<stamp>" / "_retired_<stamp>", volumes
--- (a-z 0-9 '_' '.' '-'), and the one network "net".
+-- (a-z 0-9 '_' '.' '-') and per-replica volumes "<volume>.R<n>", and the
+-- one network "net".
 local function escaped(id) return (id:gsub("%-", "--")) end
 
 -- Label value ctrlplane.project (a label, not a name: compared whole).
 function project.name(id) return "cp-" .. id end
 function project.network_name(id) return "cp-" .. escaped(id) .. "-net" end
-function project.volume_name(id, volume) return "cp-" .. escaped(id) .. "-" .. volume end
+-- A replica's own volume (kind stateful_set) carries ".R<n>": volume names
+-- are lowercase, so the "R" cannot come from one, and a volume literally
+-- named "data-2" or "data_2" is never replica 2 of "data".
+function project.volume_name(id, volume, replica)
+  local base = "cp-" .. escaped(id) .. "-" .. volume
+  if replica then return base .. ".R" .. replica end
+  return base
+end
 
 -- Replica 1 (or nil) is the plain name; further replicas get "_N" (a
 -- service name cannot contain "_", so no other service's name can clash).
