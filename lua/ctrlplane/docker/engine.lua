@@ -54,6 +54,15 @@ function M.check_path(path)
   return true
 end
 
+-- A name conflict from the daemon names the container that holds the name
+-- ("... is already in use by container \"<id>\". You have to remove (or
+-- rename) that container ..."), which may be another tenant's: the id is
+-- not passed on, whatever operation ran into it.
+function M.scrub(err, code)
+  if code ~= "conflict" or type(err) ~= "string" then return err end
+  return (err:gsub('by container "?%x+"?', "by another container"))
+end
+
 -- Generic call: returns the decoded body (or true for an empty one), and
 -- the raw response second.
 function Engine:call(method, path, query, body, opts)
@@ -67,7 +76,7 @@ function Engine:call(method, path, query, body, opts)
     for k, v in pairs(opts) do o[k] = v end
   end
   local res, err, code, status = self.client:request(method, path, o)
-  if not res then return nil, err, code, status end
+  if not res then return nil, M.scrub(err, code), code, status end
   return decode_response(res)
 end
 
@@ -92,13 +101,17 @@ function Engine:batch(calls, opts)
     if body ~= nil and type(body) ~= "string" then body = json.encode(body) end
     reqs[i] = {method = c.method or "GET", path = c.path, query = c.query, body = body}
   end
-  local results = self.client:batch(reqs, opts)
+  local results, berr, bcode, bstatus = self.client:batch(reqs, opts)
+  if not results then -- the whole batch failed (no daemon to negotiate the API version with)
+    results = {}
+    for i = 1, #reqs do results[i] = {error = berr, code = bcode, status = bstatus} end
+  end
   local out = {}
   for i, r in ipairs(results) do
     if refused[i] then
       out[i] = refused[i]
     elseif r.error then
-      out[i] = {error = r.error, code = r.code, status = r.status}
+      out[i] = {error = M.scrub(r.error, r.code), code = r.code, status = r.status}
     else
       local value, err, code = decode_response(r)
       if value == nil then
