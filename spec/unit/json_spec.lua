@@ -77,3 +77,50 @@ describe("json.decode_request (duplicate keys)", function()
     assert.is_nil(json.decode_request('{"a":'))
   end)
 end)
+
+describe("json.decode_request against generated documents", function()
+  -- random nested documents written as text, each object's keys drawn from
+  -- a tiny set (so duplicates are frequent) and spelled with escapes at
+  -- times; whether a duplicate exists is known by construction
+  local state = 12345
+  local function rnd(n)
+    state = state * 48271 % 2147483647
+    return state % n + 1
+  end
+  local KEYS = {{"a", '"a"'}, {"a", '"\\u0061"'}, {"b", '"b"'}, {'q"', '"q\\""'}, {"a\\", '"a\\\\"'}}
+  local function gen(depth, dup)
+    local k = rnd(depth > 3 and 3 or 5)
+    if k == 1 then return ({'1', '"x"', 'null', 'true', '"a\\":"', '"{[,]}"'})[rnd(6)] end
+    if k == 2 or k == 3 then return '"' .. string.rep("s", rnd(3)) .. '"' end
+    if k == 4 then
+      local parts = {}
+      for i = 1, rnd(3) - 1 do parts[i] = gen(depth + 1, dup) end
+      return "[" .. table.concat(parts, ",") .. "]"
+    end
+    local parts, seen = {}, {}
+    for i = 1, rnd(4) - 1 do
+      local key = KEYS[rnd(#KEYS)]
+      if seen[key[1]] then dup.found = true end
+      seen[key[1]] = true
+      parts[i] = key[2] .. ":" .. gen(depth + 1, dup)
+    end
+    return "{" .. table.concat(parts, ",") .. "}"
+  end
+  it("finds exactly the documents with a repeated key", function()
+    local with, without = 0, 0
+    for _ = 1, 3000 do
+      local dup = {}
+      local text = "{" .. '"top":' .. gen(0, dup) .. "}"
+      local v, err = json.decode_request(text)
+      if dup.found then
+        with = with + 1
+        assert.is_nil(v, text)
+        assert.matches("^duplicate key: ", err)
+      else
+        without = without + 1
+        assert.is_table(v, text .. " " .. tostring(err))
+      end
+    end
+    assert.is_true(with > 100 and without > 100, with .. " / " .. without)
+  end)
+end)
