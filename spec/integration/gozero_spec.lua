@@ -43,8 +43,26 @@ end
 
 describe("a Go-marshalled ProvisionRequest", function()
   local session = projects.session()
-  setup(function() session.start() end)
+  local p
+  setup(function() p = session.start() end)
   teardown(session.finish)
+
+  it("scales with a Go ResourceSpec: replicas 0 leaves the count alone", function()
+    local id = session.new_id("goscale")
+    assert(p:provision(assert(json.decode(go_request(id)))))
+    assert(p:scale(id, {replicas = 2}))
+    local spec = assert(json.decode('{"cpu_millis":500,"memory_mb":64,"disk_mb":0,"replicas":0,"gpu":""}'))
+    local ok, err = p:scale(id, spec)
+    assert.is_true(ok, err)
+    local st = assert(p:status(id))
+    assert.are.equal(2, st.services.web.replicas)
+    for _, name in ipairs({"cp-" .. id .. "-web", "cp-" .. id .. "-web_2"}) do
+      local c = projects.inspect(name)
+      assert.is_table(c, name)
+      assert.are.equal(500000000, c.HostConfig.NanoCpus)
+      assert.are.equal(64 * 1048576, c.HostConfig.Memory)
+    end
+  end)
 
   it("provisions through the CLI", function()
     local id = session.new_id("gocli")
