@@ -72,6 +72,27 @@ describe("cpdocker against hostile input", function()
     assert.are.same({}, projects.leftovers(other))
   end)
 
+  it("publishes a host port below 1024 only with CP_DOCKER_ALLOW_PRIVILEGED_PORTS=1", function()
+    local other = session.new_id("privport")
+    local port = 900 + math.random(0, 120)
+    local path = os.tmpname()
+    finally(function() os.remove(path) end)
+    local f = assert(io.open(path, "w"))
+    f:write(string.format('{"instance_id":"%s","services":[{"name":"web","image":"%s",'
+      .. '"command":["sh","-c","trap \'exit 0\' TERM; httpd -f -p 8080 -h /www & wait"],'
+      .. '"ports":[{"container":8080,"host":%d}]}]}', other, helper.IMAGE1, port))
+    f:close()
+    local out, rc = helper.cpdocker("provision " .. path)
+    assert.are.equal(1, rc, out)
+    assert.matches("services[0].ports[0].host: host port " .. port .. " is privileged", out, 1, true)
+    assert.are.same({}, projects.leftovers(other))
+    out, rc = helper.sh("CP_DOCKER_ALLOW_PRIVILEGED_PORTS=1 ./cpdocker --json provision " .. path .. " 2>&1")
+    assert.are.equal(0, rc, out)
+    local c = projects.inspect("cp-" .. other .. "-web")
+    assert.are.equal(tostring(port), c.HostConfig.PortBindings["8080/tcp"][1].HostPort)
+    assert.are.equal("127.0.0.1", c.HostConfig.PortBindings["8080/tcp"][1].HostIp)
+  end)
+
   it("refuses duplicate keys in RPC params", function()
     local out = helper.sh("printf '%s\\n' '{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"status\","
       .. "\"params\":{\"instance_id\":\"" .. id .. "\",\"instance_id\":\"inst_other\"}}' | ./cpdocker serve")
