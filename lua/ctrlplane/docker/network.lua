@@ -139,6 +139,13 @@ local function ensure_volumes(ctx, services)
   end
   for i, r in ipairs(ctx.eng:batch(calls)) do
     if r.error then return fail("creating volume " .. names[i] .. ": " .. r.error, r.code) end
+    -- created by someone else since the look: the daemon hands that one back
+    local labels = type(r.value) == "table" and r.value.Labels or {}
+    if labels[LABEL.instance] ~= ctx.inst.instance_id then
+      return fail(string.format("volume %s exists and does not belong to instance %s (its %s "
+        .. "label is not %q); refusing to use it", names[i], ctx.inst.instance_id,
+        LABEL.instance, ctx.inst.instance_id), "conflict")
+    end
     ctx.created_volumes[#ctx.created_volumes + 1] = names[i]
   end
   return true
