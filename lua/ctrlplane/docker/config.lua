@@ -7,7 +7,9 @@
 -- connect_timeout, timeout, network, registry, publish_address,
 -- stop_timeout, init_timeout, policy_dir, scripts_dir, region, pull_policy,
 -- lock_dir, lock_timeout, max_replicas (CP_DOCKER_MAX_REPLICAS, default
--- 50), allow_privileged_ports (CP_DOCKER_ALLOW_PRIVILEGED_PORTS=1).
+-- 50), allow_privileged_ports (CP_DOCKER_ALLOW_PRIVILEGED_PORTS=1); backend
+-- ("engine" | "swarm"), nodes ({hostname = URL} or "name=URL,..."),
+-- endpoint_mode, publish_mode (swarm).
 local config = {}
 
 config.DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -56,6 +58,34 @@ local function number_setting(opts, getenv, key, env, default)
   local s, err = config.seconds(v, key)
   if not s then return nil, err end
   return s
+end
+
+-- CP_DOCKER_NODES: "name=URL,name=URL" (or a table name -> URL) -> {name = URL}
+function config.nodes(v)
+  local out = {}
+  if v == nil then return out end
+  if type(v) == "table" then
+    for k, url in pairs(v) do
+      if type(k) ~= "string" or type(url) ~= "string" then
+        return nil, "nodes: expected node hostname -> daemon URL"
+      end
+      out[k] = url
+    end
+    return out
+  end
+  if type(v) ~= "string" then return nil, "nodes: expected \"name=URL,name=URL\"" end
+  for item in v:gmatch("[^,]+") do
+    local name, url = item:match("^%s*([^=%s]+)%s*=%s*(%S+)%s*$")
+    if not name then
+      return nil, "nodes: \"" .. item .. "\" is not name=URL (CP_DOCKER_NODES=\"node1=unix:///..."
+        .. ",node2=tcp://host:2376\")"
+    end
+    if not (url:match("^unix://.") or url:match("^tcp://.") or url:match("^https?://.")) then
+      return nil, "nodes: " .. name .. ": invalid Docker host \"" .. url .. "\""
+    end
+    out[name] = url
+  end
+  return out
 end
 
 function config.resolve(opts, getenv)
@@ -147,6 +177,26 @@ function config.resolve(opts, getenv)
     end
   end
   cfg.allow_privileged_ports = priv == true
+  -- the backend (DESIGN §10): engine (one Docker host) or swarm (--host is a
+  -- manager; nodes maps node hostnames to their daemons for stats and exec)
+  cfg.backend = nonempty(opts.backend) or nonempty(getenv("CP_DOCKER_BACKEND")) or "engine"
+  if cfg.backend ~= "engine" and cfg.backend ~= "swarm" then
+    return nil, "backend: must be engine or swarm (got \"" .. tostring(cfg.backend) .. "\")"
+  end
+  local nodes = opts.nodes
+  if nodes == nil then nodes = nonempty(getenv("CP_DOCKER_NODES")) end
+  cfg.nodes, err = config.nodes(nodes)
+  if not cfg.nodes then return nil, err end
+  cfg.endpoint_mode = nonempty(opts.endpoint_mode) or nonempty(getenv("CP_DOCKER_ENDPOINT_MODE"))
+    or "dnsrr"
+  if cfg.endpoint_mode ~= "dnsrr" and cfg.endpoint_mode ~= "vip" then
+    return nil, "endpoint_mode: must be dnsrr or vip (got \"" .. tostring(cfg.endpoint_mode) .. "\")"
+  end
+  cfg.publish_mode = nonempty(opts.publish_mode) or nonempty(getenv("CP_DOCKER_PUBLISH_MODE"))
+    or "host"
+  if cfg.publish_mode ~= "host" and cfg.publish_mode ~= "ingress" then
+    return nil, "publish_mode: must be host or ingress (got \"" .. tostring(cfg.publish_mode) .. "\")"
+  end
   cfg.region = nonempty(opts.region) or nonempty(getenv("CP_DOCKER_REGION")) or "local"
   cfg.country = nonempty(opts.country) or nonempty(getenv("CP_DOCKER_COUNTRY")) or ""
   cfg.city = nonempty(opts.city) or nonempty(getenv("CP_DOCKER_CITY")) or ""

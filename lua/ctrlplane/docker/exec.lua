@@ -36,7 +36,7 @@ local function frame_splitter(out)
   return feed, rest
 end
 
-local function check_request(req)
+function M.check_request(req)
   if type(req) ~= "table" then return nil, "request: expected an ExecRequest object" end
   local cmd = req.command
   if type(cmd) ~= "table" or #cmd == 0 then
@@ -62,7 +62,7 @@ local function exec(self, instance_id, req, opts)
   opts = opts or {}
   local ok, err = project.validate_id(instance_id)
   if not ok then return nil, err, "invalid" end
-  ok, err = check_request(req)
+  ok, err = M.check_request(req)
   if not ok then return nil, "invalid request: " .. err, "invalid" end
   local eng = self.engine
   local list, lerr, lcode = project.members(eng, instance_id)
@@ -88,8 +88,16 @@ local function exec(self, instance_id, req, opts)
     return nil, string.format("service %s of instance %s is not running (%s)", name, instance_id,
       target.Status or target.State), "not_running"
   end
+  return M.exec_in(eng, target.Id, name, req, opts)
+end
+
+-- Runs req (checked) in container `id` on engine `eng`; `name` names the
+-- service in messages. Shared with the swarm backend (a task's container on
+-- its node's daemon).
+function M.exec_in(eng, id, name, req, opts)
+  opts = opts or {}
   local tty = req.tty == true
-  local created, cerr, ccode = eng:post("/containers/" .. seg(target.Id) .. "/exec", nil, {
+  local created, cerr, ccode = eng:post("/containers/" .. seg(id) .. "/exec", nil, {
     AttachStdin = req.stdin ~= nil, AttachStdout = true, AttachStderr = true, Tty = tty,
     Cmd = req.command,
   })

@@ -38,6 +38,7 @@ function M.new(opts)
   if not cfg.scripts_dir then
     cfg.scripts_dir = host and host.scripts_dir or M.find_scripts_dir()
   end
+  if cfg.backend == "swarm" then return require("ctrlplane.docker.swarm").new(cfg) end
   local eng, e2, code = engine.new(cfg)
   if not eng then return nil, e2, code end
   return setmetatable({cfg = cfg, engine = eng}, Provider)
