@@ -385,7 +385,7 @@ function P:_wait_update(cur, name, timeout)
   if not ok then return nil, err, code end
   if state == "completed" then return true end
   local tasks = cluster.tasks(self, cur.ID) or {}
-  local f = task_failure(tasks, cur.Version.Index)
+  local f = task_failure(tasks)
   local why = f and (f.err .. (f.exit_code and f.exit_code ~= 0 and (", exit code " .. f.exit_code) or ""))
   if state == "rollback_completed" then
     return fail(string.format("deploy of service %s failed and Swarm rolled it back: the previous "
