@@ -2,6 +2,7 @@
 #   make            build ./cpdocker and the Lua C module
 #   make test       set up (packages, dockerd, test images) and run every spec
 #   make demo       set up and run the example end to end
+#   make demo-swarm the same on a 3-node swarm lab (the swarm backend)
 #   make bench      benchmarks, printing ratios against baselines run alongside
 PREFIX ?= /usr/local
 LUA    ?= lua5.4
@@ -37,7 +38,7 @@ LIB_OBJ  = $(CORE_OBJ) build/obj/host.o build/obj/embed.o
 LIB_A    = build/libctrlplane-docker.a
 LIB_SO   = build/libctrlplane-docker.so
 
-.PHONY: all setup test unit demo bench check asan asan-all valgrind clean install fuzz
+.PHONY: all setup test unit demo demo-swarm bench check asan asan-all valgrind clean install fuzz
 
 all: cpdocker $(MODULE) $(LIB_A) $(LIB_SO) build/embed-example build/http_faultd
 
@@ -82,6 +83,11 @@ unit: all
 demo: setup
 	@$(MAKE) --no-print-directory all
 	@bash examples/demo.sh
+
+# the same demo on a 3-node swarm on this machine (spec/support/swarm_lab.sh), torn down after
+demo-swarm: setup
+	@$(MAKE) --no-print-directory all
+	@bash examples/demo-swarm.sh
 
 bench: setup
 	@$(MAKE) --no-print-directory all

@@ -30,7 +30,7 @@ step "cpdocker status $ID"
 ./cpdocker status "$ID"
 
 url=$(web_url)
-step "fetch the web endpoint: $url (published on 127.0.0.1)"
+step "fetch the web endpoint: $url (published on 127.0.0.1; on a swarm, a node address)"
 curl -fsS "${url/localhost/127.0.0.1}/"
 
 step "cpdocker deploy examples/deploy.json (image :2, new env)"
@@ -56,6 +56,8 @@ url=$(web_url)
 step "fetch the web endpoint after the rollback: $url"
 curl -fsS "${url/localhost/127.0.0.1}/"
 
+# DEMO_KEEP=1 (make demo-swarm) leaves the instance for the caller to show and remove
+[ -n "${DEMO_KEEP:-}" ] && { trap - EXIT; exit 0; }
 step "cpdocker deprovision $ID"
 ./cpdocker deprovision "$ID"
 trap - EXIT

@@ -17,6 +17,9 @@ global options (accepted anywhere on the line):
   --network NAME     extra network every container joins ($CP_DOCKER_NETWORK)
   --registry PREFIX  registry prefix for image refs without one ($CP_DOCKER_REGISTRY)
   --policy DIR       policy scripts that override the bundled ones ($CP_POLICY_DIR)
+  --backend NAME     engine (one Docker host, default) or swarm (--host is a swarm
+                     manager; $CP_DOCKER_NODES maps node hostnames to daemons)
+                     ($CP_DOCKER_BACKEND)
   --json             print results as JSON in the provider contract's shape
   --help, -h         this help, or `cpdocker COMMAND --help` for one command
 
@@ -127,6 +130,7 @@ end
 local GLOBALS = {
   ["--host"] = "host", ["--network"] = "network",
   ["--registry"] = "registry", ["--policy"] = "policy_dir",
+  ["--backend"] = "backend",
 }
 
 -- Splits argv into global options, the command and its own arguments.
@@ -226,7 +230,7 @@ function cli.main(argv, io_)
   ctx.tty = io_.tty
   if ctx.tty == nil then ctx.tty = core.isatty(1) end
   ctx.provider_opts = {host = g.host, network = g.network, registry = g.registry,
-    policy_dir = g.policy_dir}
+    policy_dir = g.policy_dir, backend = g.backend}
   local name = table.remove(rest, 1)
   if not name then
     if g.help then

@@ -6,7 +6,7 @@ local M = {}
 
 function M.install(cli)
   cli.command("exec", {
-    usage = "exec ID [--service S] [-i] [-t] [--timeout S] -- COMMAND [ARG...]",
+    usage = "exec ID [--service S] [--task T] [-i] [-t] [--timeout S] -- COMMAND [ARG...]",
     summary = "run a command in a running service container (default: main)",
     help = [[
 Without --json, the command's stdout and stderr pass through unchanged and
@@ -14,9 +14,11 @@ cpdocker exits with the command's own exit status. -i sends cpdocker's stdin
 to the command, then closes it (the command sees end of file). -t runs the
 command with a TTY (stdout and stderr are then one stream). --json prints an
 ExecResult {exit_code, stdout, stderr} with the bytes in base64, as Go
-encodes []byte.]],
+encodes []byte. On the swarm backend the command runs in the service's first
+running task, or in --task T (a task id prefix or a slot number), on its node.]],
     args = 1,
-    options = {["--service"] = "value", ["-i"] = "flag", ["-t"] = "flag", ["--timeout"] = "value"},
+    options = {["--service"] = "value", ["-i"] = "flag", ["-t"] = "flag", ["--timeout"] = "value",
+      ["--task"] = "value"},
     run = function(ctx, args, opts)
       local command = opts["--"]
       if not command or #command == 0 then
@@ -29,7 +31,8 @@ encodes []byte.]],
           return cli.usage_error("--timeout needs seconds, more than 0 and at most 86400")
         end
       end
-      local req = {command = command, service = opts.service, tty = opts.t or false}
+      local req = {command = command, service = opts.service, tty = opts.t or false,
+        task = opts.task}
       if opts.i then req.stdin = io.stdin:read("a") or "" end
       local p, err = ctx:provider()
       if not p then return ctx:fail(err) end
