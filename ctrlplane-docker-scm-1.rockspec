@@ -54,6 +54,11 @@ build = {
     ["ctrlplane.docker.project"] = "lua/ctrlplane/docker/project.lua",
     ["ctrlplane.docker.resources"] = "lua/ctrlplane/docker/resources.lua",
     ["ctrlplane.docker.rpc"] = "lua/ctrlplane/docker/rpc.lua",
+    ["ctrlplane.docker.swarm"] = "lua/ctrlplane/docker/swarm/init.lua",
+    ["ctrlplane.docker.swarm.cluster"] = "lua/ctrlplane/docker/swarm/cluster.lua",
+    ["ctrlplane.docker.swarm.observe"] = "lua/ctrlplane/docker/swarm/observe.lua",
+    ["ctrlplane.docker.swarm.ops"] = "lua/ctrlplane/docker/swarm/ops.lua",
+    ["ctrlplane.docker.swarm.spec"] = "lua/ctrlplane/docker/swarm/spec.lua",
     ["ctrlplane.docker.util"] = "lua/ctrlplane/docker/util.lua",
     ["ctrlplane.docker.validate"] = "lua/ctrlplane/docker/validate.lua",
     -- the bundled policy scripts, found beside the modules
