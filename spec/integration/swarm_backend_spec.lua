@@ -148,7 +148,9 @@ describe("swarm backend #swarm", function()
         if not st.ready then return st end
       end)
       assert.truthy(degraded, "status never degraded (" .. t .. " s)")
-      assert.matches("replicas running", degraded.message)
+      assert.equal("degraded", degraded.state)
+      assert.equal("degraded", degraded.services.web.state)
+      assert.matches("web: 2/3 replicas running", degraded.message)
       -- Swarm reschedules the lost tasks on the other nodes
       local again
       again, t = swarm.wait_for(60, function()

@@ -195,7 +195,13 @@ for _, backend in ipairs(BACKENDS) do
       assert.equal("stopped", st.state)
       assert.is_false(st.ready)
       assert(p:start(id))
-      st = assert(p:status(id))
+      -- the engine backend's start returns before a health check has passed
+      -- (status starting for a moment): wait, bounded, for running
+      st = swarm.wait_for(20, function()
+        local s = assert(p:status(id))
+        if s.state == "running" then return s end
+      end)
+      assert.truthy(st, "not running 20 s after start")
       assert.equal("running", st.state)
       assert.is_true(st.ready)
       assert.equal(2, st.services.web.replicas)

@@ -9,7 +9,6 @@ local exec = require("ctrlplane.docker.exec")
 local gate = require("ctrlplane.docker.gate")
 local json = require("ctrlplane.docker.json")
 local logs = require("ctrlplane.docker.logs")
-local policy = require("ctrlplane.docker.policy")
 local project = require("ctrlplane.docker.project")
 local release_history = require("ctrlplane.docker.release_history")
 local resources = require("ctrlplane.docker.resources")
@@ -19,9 +18,6 @@ local util = require("ctrlplane.docker.util")
 local LABEL = project.LABEL
 local seg = engine.segment
 local P = {}
-
-local SEVERITY = {failed = 1, destroying = 2, stopping = 3, stopped = 4, provisioning = 5,
-  starting = 6, running = 7, destroyed = 8}
 
 -- Every task of the given services in one call: {service id -> {task...}}
 local function tasks_by_service(p, ids)
@@ -45,7 +41,7 @@ local function task_input(name, spec, t, node)
   local cs = st.ContainerStatus or {}
   local s = st.State
   local input = {name = name, role = spec.role, has_health_check = spec.health_check ~= nil,
-    restart_policy = spec.role == "init" and "no" or "always", restarts = 0,
+    restart_policy = spec.role == "init" and "no" or "always", restarts = 0, replica = t.Slot,
     started_at = st.Timestamp, error = st.Err or "", oom_killed = false}
   if node and node.state ~= "ready" then
     input.docker_state, input.exit_code = "restarting", cs.ExitCode or 0
@@ -85,7 +81,7 @@ end
 function P:status(instance_id)
   local ok, verr = project.validate_id(instance_id)
   if not ok then return nil, verr, "invalid" end
-  local pol, perr, pcode = gate.policies(self, {"status"})
+  local pol, perr, pcode = gate.load(self, {"status"})
   if not pol then return nil, perr, pcode end
   local by, list = cluster.services_by_name(self, instance_id)
   if not by then return nil, list, "unreachable" end
@@ -103,6 +99,7 @@ function P:status(instance_id)
   local tasks, terr, tcode = tasks_by_service(self, ids)
   if not tasks then return nil, terr, tcode end
   local agg_in = {}
+  local severity = gate.severity(pol.status)
   for _, name in ipairs(util.sorted_keys(by)) do
     local svc = by[name]
     local spec = sspec.spec_of(svc)
@@ -118,11 +115,12 @@ function P:status(instance_id)
     if not is_job then
       for _ = #inputs + 1, desired do
         inputs[#inputs + 1] = {name = name, role = spec.role, docker_state = "created",
-          restart_policy = "always", has_health_check = spec.health_check ~= nil}
+          restart_policy = "always", has_health_check = spec.health_check ~= nil, restarts = 0,
+          error = ""}
       end
       if desired == 0 then
         inputs = {{name = name, role = spec.role, docker_state = "exited", exit_code = 0,
-          restart_policy = "no", has_health_check = false}}
+          restart_policy = "no", has_health_check = false, restarts = 0, error = ""}}
       end
     end
     local restarts = 0
@@ -132,19 +130,19 @@ function P:status(instance_id)
       end
     end
     local entry
+    local reps_in = {}
     for i, input in ipairs(inputs) do
-      local s, serr, scode = policy.call(pol.status, "service", input)
+      local s, serr, scode = gate.service(pol.status, input)
       if not s then return nil, serr, scode end
-      if type(s) ~= "table" then
-        return nil, "policy " .. pol.status.path .. ": service must return a table", "policy"
-      end
+      reps_in[#reps_in + 1] = {replica = i, state = s.state, ready = s.ready, message = s.message,
+        restarts = 0}
       local msg = input.node_down or s.message or ""
       if desired == 0 and not is_job then s, msg = {state = "stopped", ready = false}, "stopped" end
       if not entry then
         entry = {state = s.state, ready = s.ready and true or false, message = msg,
           restarts = restarts, provider_ref = svc.ID, replicas = desired}
       else
-        if (SEVERITY[s.state] or 0) < (SEVERITY[entry.state] or 0) then
+        if (severity[s.state] or 0) < (severity[entry.state] or 0) then
           entry.state = s.state
           entry.message = string.format("replica %d: %s", i, msg)
         end
@@ -152,6 +150,11 @@ function P:status(instance_id)
       end
     end
     entry.running = running
+    -- Swarm's own notion: a replicated service with some but not all of its
+    -- desired tasks running is degraded (it still serves)
+    if not is_job and running > 0 and running < desired and entry.state ~= "failed" then
+      entry.state = "degraded"
+    end
     if not is_job and running < desired and entry.message == "" then
       entry.message = string.format("%d/%d replicas running", running, desired)
     elseif not is_job and running < desired then
@@ -188,14 +191,12 @@ function P:status(instance_id)
     end
     result.services[name] = entry
     agg_in[#agg_in + 1] = {name = name, role = spec.role, state = entry.state, ready = entry.ready,
-      message = entry.message, restarts = entry.restarts, replicas = desired}
+      message = entry.message, restarts = entry.restarts, replicas = desired,
+      replica_states = reps_in}
     result.restarts = result.restarts + entry.restarts
   end
-  local agg, aerr, acode = policy.call(pol.status, "aggregate", agg_in)
+  local agg, aerr, acode = gate.aggregate(pol.status, agg_in)
   if not agg then return nil, aerr, acode end
-  if type(agg) ~= "table" then
-    return nil, "policy " .. pol.status.path .. ": aggregate must return a table", "policy"
-  end
   result.state = agg.state
   result.ready = agg.ready and true or false
   result.message = agg.message or ""

@@ -5,7 +5,6 @@ local cluster = require("ctrlplane.docker.swarm.cluster")
 local engine = require("ctrlplane.docker.engine")
 local gate = require("ctrlplane.docker.gate")
 local json = require("ctrlplane.docker.json")
-local policy = require("ctrlplane.docker.policy")
 local project = require("ctrlplane.docker.project")
 local release_history = require("ctrlplane.docker.release_history")
 local specbuild = require("ctrlplane.docker.specbuild")
@@ -225,9 +224,9 @@ function P:provision(req, opts)
   opts = opts or {}
   local r, verr, vcode, verrors = validate.provision(req)
   if not r then return nil, verr, vcode, verrors end
-  local pol, perr, pcode = gate.policies(self, {"rollout", "status"})
+  local pol, perr, pcode = gate.load(self, {"rollout", "status"})
   if not pol then return nil, perr, pcode end
-  local waves, werr, wcode = gate.plan_waves(pol.rollout, r.services)
+  local waves, werr, wcode = gate.plan(pol.rollout, r.services)
   if not waves then return nil, werr, wcode end
   local inst = specbuild.instance_info(r)
   local id = r.instance_id
@@ -395,40 +394,32 @@ function P:_wait_update(cur, name, timeout)
     why and ("; " .. why) or ""), "deploy_failed")
 end
 
--- Update settings for a service: start-first unless the strategy says
--- recreate or a fixed host port is published; the rollout policy may give
--- parallelism, delay and monitor with an optional update_config(service, request).
+-- Update settings for a service, from the rollout policy's strategy():
+-- start-first unless it says recreate or a fixed host port is published
+-- (stop-first); its observe is Swarm's monitor window (default twice the
+-- start grace, at least 2 s), and a strategy table may add parallelism and
+-- delay (seconds).
 local function update_settings(p, pol, s, request)
-  local strategy = policy.call(pol.rollout, "strategy", {name = s.name, role = s.role,
-    ports = s.ports, health_check = s.health_check}, request) or "recreate"
-  if strategy == "rolling" or strategy == "blue-green" then strategy = "start-first" end
-  if strategy ~= "recreate" and strategy ~= "start-first" then
-    return fail(string.format("strategy %q is not supported by this runtime (recreate, start-first)",
-      strategy), "invalid")
-  end
+  local st, err, code = gate.strategy(pol.rollout, {name = s.name, role = s.role, ports = s.ports,
+    health_check = s.health_check}, request,
+    {grace = p.cfg.start_grace, drain = p.cfg.drain, ready_timeout = p.cfg.ready_timeout})
+  if not st then return nil, err, code end
+  local kind = st.kind
   for _, port in ipairs(s.ports or {}) do
-    if port.host then strategy = "recreate" end
+    if port.host then kind = "recreate" end -- two tasks on one node cannot hold the port
   end
-  local u = {order = strategy == "recreate" and "stop-first" or "start-first", parallelism = 1,
-    delay = 0, monitor = math.max(2, p.cfg.start_grace * 2)}
-  if pol.rollout.fns.update_config then
-    local extra, err, code = policy.call(pol.rollout, "update_config", {name = s.name, role = s.role},
-      request)
-    if extra == nil and err then return nil, err, code end
-    if type(extra) == "table" then
-      for _, k in ipairs({"parallelism", "delay", "monitor"}) do
-        if type(extra[k]) == "number" then u[k] = extra[k] end
-      end
-    end
-  end
-  return u
+  local function num(v, dflt) return type(v) == "number" and v >= 0 and v or dflt end
+  return {order = kind == "recreate" and "stop-first" or "start-first",
+    parallelism = math.tointeger(num(st.parallelism, 1)) or 1, delay = num(st.delay, 0),
+    monitor = st.observe or math.max(2, (st.grace or p.cfg.start_grace) * 2),
+    ready_timeout = st.ready_timeout or p.cfg.ready_timeout}
 end
 
 -- Applies changes {name -> {image, env, health_check}} in rollout order as
 -- native service updates; a failure puts back the services this call
 -- already updated (Swarm's rollback to their previous spec).
 function P:_apply_release(id, release_id, strategy_req, changes, opts)
-  local pol, perr, pcode = gate.policies(self, {"rollout", "status"})
+  local pol, perr, pcode = gate.load(self, {"rollout", "status"})
   if not pol then return nil, perr, pcode end
   local by, list = cluster.services_by_name(self, id)
   if not by then return nil, list, "unreachable" end
@@ -438,7 +429,7 @@ function P:_apply_release(id, release_id, strategy_req, changes, opts)
     all[#all + 1] = specs[name]
   end
   table.sort(all, function(a, b) return a.name < b.name end)
-  local waves, werr, wcode = gate.plan_waves(pol.rollout, all)
+  local waves, werr, wcode = gate.plan(pol.rollout, all)
   if not waves then return nil, werr, wcode end
   local new_specs = {}
   for name, s in pairs(specs) do new_specs[name] = s end
@@ -485,7 +476,7 @@ function P:_apply_release(id, release_id, strategy_req, changes, opts)
         emit(opts, {type = "service", service = name, action = "updating", container = cur.ID})
         if specs[name].image ~= s.image or json.encode(specs[name].env or {}) ~= json.encode(s.env or {})
             or json.encode(specs[name].health_check or {}) ~= json.encode(s.health_check or {}) then
-          local timeout = self.cfg.ready_timeout * math.max(1, replicas or 1) + 30
+          local timeout = u.ready_timeout * math.max(1, replicas or 1) + u.monitor + 30
           ok, err, code = self:_wait_update(cur, name, timeout)
           if not ok then return undo(err, code) end
         end
@@ -600,12 +591,12 @@ function P:_live_services(instance_id, reverse)
   local by, list = cluster.services_by_name(self, instance_id)
   if not by then return nil, list, "unreachable" end
   if not next(by) then return nil, "instance " .. instance_id .. " does not exist", "not_found" end
-  local pol, perr, pcode = gate.policies(self, {"rollout"})
+  local pol, perr, pcode = gate.load(self, {"rollout"})
   if not pol then return nil, perr, pcode end
   local all = {}
   for _, s in pairs(by) do all[#all + 1] = sspec.spec_of(s) end
   table.sort(all, function(a, b) return a.name < b.name end)
-  local waves, werr, wcode = gate.plan_waves(pol.rollout, all)
+  local waves, werr, wcode = gate.plan(pol.rollout, all)
   if not waves then return nil, werr, wcode end
   local out = {}
   for _, wave in ipairs(waves) do
