@@ -63,6 +63,8 @@ local function progress(ctx)
       end
     elseif ev.type == "service" then
       err:write(string.format("  %-10s %s\n", ev.action, ev.service))
+    elseif ev.type == "warning" then
+      err:write("warning: ", ev.message, "\n")
     end
   end
 end
