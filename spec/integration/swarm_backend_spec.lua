@@ -212,6 +212,35 @@ describe("swarm backend #swarm", function()
     end
   end)
 
+  it("puts back the services a deploy already updated when a later one fails", function()
+    local id = new_id("swatom")
+    assert(p:provision(web_request(id, 1)))
+    local out, err, code = p:deploy({instance_id = id, release_id = "half", services = {
+      {name = "web", image = helper.IMAGE2},
+      {name = "side", image = "cpdocker-test/no-such-image:9"}}})
+    assert.is_nil(out)
+    assert.equal("deploy_failed", code)
+    assert.matches("service side", err)
+    assert.matches("No such image", err)
+    local st = assert(p:status(id))
+    assert.is_true(st.ready)
+    assert.equal("initial", st.metadata.release)
+    -- web was updated first (rollout order), and is back on the old image
+    assert.equal("1\n", assert(p:exec(id, {command = {"cat", "/VERSION"}})).stdout)
+    assert(p:deprovision(id))
+  end)
+
+  it("is selected by cpdocker --backend swarm", function()
+    local out, rc = helper.cpdocker("--backend swarm --host " .. l.manager .. " --json health")
+    assert.equal(0, rc, out)
+    local h = json.decode(out)
+    assert.is_true(h.healthy)
+    assert.equal(3, h.nodes_ready)
+    out, rc = helper.cpdocker("--backend nomad health")
+    assert.equal(1, rc)
+    assert.matches("backend: must be engine or swarm", out)
+  end)
+
   it("fails resources and exec with how to configure when node daemons are not given", function()
     local id = new_id("swnon")
     assert(p:provision(web_request(id, 1)))
