@@ -196,6 +196,7 @@ kill_rest() {
   [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
   while read -r path _ _; do
     [ -d "$path/$P-n$i" ] || continue
+    # shellcheck disable=SC2038 # xargs gets pids (the files' contents), not file names
     find "$path/$P-n$i" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null
   done <"$LAB/cgroups"
   sleep 0.2
@@ -228,7 +229,7 @@ down() {
 
 need_node() {
   case "${1:-}" in '' | *[!0-9]*) die "node number expected" ;; esac
-  [ "$1" -ge 1 ] && [ "$1" -le "$(count)" ] || die "no node $1 in the lab ($(count) nodes)"
+  if [ "$1" -lt 1 ] || [ "$1" -gt "$(count)" ]; then die "no node $1 in the lab ($(count) nodes)"; fi
 }
 
 [ "$(id -u)" = 0 ] || die "must run as root (network namespaces, dockerd)"
