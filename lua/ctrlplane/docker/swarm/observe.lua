@@ -498,6 +498,26 @@ function P:resources(instance_id, opts)
   return usage
 end
 
+-- A monitor for `cpdocker top`: on the swarm backend each refresh samples
+-- afresh (resources above: the nodes at once, ~1-2 s), nothing is kept open
+-- between refreshes, so a task that moved to another node is simply found there.
+local SwarmMonitor = {}
+SwarmMonitor.__index = SwarmMonitor
+
+function SwarmMonitor.warm() return true end
+function SwarmMonitor:usage() return self.provider:resources(self.id, {timeout = 5}) end
+function SwarmMonitor.poll(_, wait)
+  if wait and wait > 0 and not core.sleep(wait) then return nil, "interrupted", "interrupted" end
+  return true
+end
+function SwarmMonitor.close() end
+
+function P:resource_monitor(instance_id)
+  local ok, verr = project.validate_id(instance_id)
+  if not ok then return nil, verr, "bad_request" end
+  return setmetatable({provider = self, id = instance_id}, SwarmMonitor)
+end
+
 -- ---- exec ---------------------------------------------------------------------------
 
 -- req.task: a task id (or a prefix of one) or a slot number; default: the
