@@ -220,11 +220,39 @@ end
 
 -- ---- provision / deprovision ---------------------------------------------------------
 
+-- An existing service as scripts/reprovision.lua sees a container:
+-- {role, hash, docker_state, exit_code, running}. A job is its newest task
+-- (exited 0 once complete); a replicated service runs unless it was stopped.
+function P:_current(svc)
+  local labels = svc.Spec.Labels or {}
+  local e = {role = labels[LABEL.role], hash = labels[LABEL.spec_hash]}
+  if svc.Spec.Mode.ReplicatedJob then
+    local tasks, err, code = cluster.tasks(self, svc.ID)
+    if not tasks then return nil, err, code end
+    table.sort(tasks, function(a, b) return (a.CreatedAt or "") > (b.CreatedAt or "") end)
+    local st = tasks[1] and tasks[1].Status or {}
+    if st.State == "complete" then
+      e.docker_state, e.exit_code = "exited", 0
+    elseif st.State == "failed" or st.State == "rejected" then
+      e.docker_state, e.exit_code = "exited", (st.ContainerStatus or {}).ExitCode or -1
+    else
+      e.docker_state = "running"
+    end
+    e.running = e.docker_state == "running"
+  else
+    local stopped = labels[STOPPED_REPLICAS] ~= nil or svc.Spec.Mode.Replicated.Replicas == 0
+    e.docker_state = stopped and "exited" or "running"
+    e.exit_code = 0
+    e.running = not stopped
+  end
+  return e
+end
+
 function P:provision(req, opts)
   opts = opts or {}
   local r, verr, vcode, verrors = validate.provision(req)
   if not r then return nil, verr, vcode, verrors end
-  local pol, perr, pcode = gate.load(self, {"rollout", "status"})
+  local pol, perr, pcode = gate.load(self, {"rollout", "status", "reprovision"})
   if not pol then return nil, perr, pcode end
   local waves, werr, wcode = gate.plan(pol.rollout, r.services)
   if not waves then return nil, werr, wcode end
@@ -235,21 +263,29 @@ function P:provision(req, opts)
 
   local existing, list = cluster.services_by_name(self, id)
   if not existing then return nil, list, "unreachable" end
+  -- what exists already, and what scripts/reprovision.lua does with it
   local actions, changes = {}, false
-  for _, s in ipairs(r.services) do
-    local cur = existing[s.name]
-    if not cur then
-      actions[s.name] = "create"
-    elseif cur.Spec.Labels[LABEL.spec_hash] == specbuild.spec_hash(self.cfg, inst, s) then
-      actions[s.name] = "keep"
-    else
-      actions[s.name] = "replace"
+  if next(existing) then
+    local desired, current = {}, {}
+    for i, s in ipairs(r.services) do
+      desired[i] = {name = s.name, role = s.role, hash = specbuild.spec_hash(self.cfg, inst, s)}
     end
-    if actions[s.name] ~= "keep" then changes = true end
+    for name, cur in pairs(existing) do
+      local e, err, code = self:_current(cur)
+      if not e then return nil, err, code end
+      current[name] = e
+    end
+    local decided, derr, dcode = gate.decide(pol.reprovision, desired, current)
+    if not decided then return nil, derr, dcode end
+    actions = decided
+  end
+  for _, s in ipairs(r.services) do
+    actions[s.name] = actions[s.name] or "create"
+    if actions[s.name] == "create" or actions[s.name] == "replace" then changes = true end
   end
   local doomed = {}
   for name, cur in pairs(existing) do
-    if not specs[name] then doomed[#doomed + 1] = cur.ID end
+    if actions[name] == "remove" then doomed[#doomed + 1] = cur.ID end
   end
   local release = opts.release_id or (next(existing) and ("provision-" .. os.time()) or "initial")
   local history = nil
@@ -306,8 +342,24 @@ function P:provision(req, opts)
         local cur = existing[name]
         local uok, uerr, ucode = self:_update(cur, body)
         if not uok then return abort(uerr, ucode) end
+        uok, uerr, ucode = self:_wait_update(cur, name,
+          self.cfg.ready_timeout * math.max(1, body.Mode.Replicated.Replicas) + 30)
+        if not uok then return abort(uerr, ucode) end
         emit(opts, {type = "service", service = name, action = "replaced", container = cur.ID})
         waiting[#waiting + 1] = {id = cur.ID, name = name, n = body.Mode.Replicated.Replicas}
+      elseif a == "start" and s.role ~= "init" then
+        -- same spec, stopped: its replicas back
+        local cur = existing[name]
+        local sbody = util.copy(cur.Spec)
+        local saved = tonumber(sbody.Labels[STOPPED_REPLICAS] or "")
+        if saved then
+          sbody.Labels[STOPPED_REPLICAS] = nil
+          sbody.Mode.Replicated.Replicas = saved
+          local uok, uerr, ucode = self:_update(cur, sbody)
+          if not uok then return abort(uerr, ucode) end
+        end
+        emit(opts, {type = "service", service = name, action = "started", container = cur.ID})
+        waiting[#waiting + 1] = {id = cur.ID, name = name, n = sbody.Mode.Replicated.Replicas}
       else
         emit(opts, {type = "service", service = name, action = "kept", container = existing[name].ID})
         if s.role ~= "init" then
