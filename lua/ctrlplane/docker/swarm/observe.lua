@@ -222,6 +222,8 @@ local INCOMPLETE = "^Error grabbing logs: (.*)$"
 -- :incomplete() returns its message: never a silent gap.
 local SwarmLogs = {}
 SwarmLogs.__index = SwarmLogs
+-- following: how often the followed services are looked up (gone: the end)
+SwarmLogs.CHECK_EVERY = 1
 
 function SwarmLogs:_consume(src, chunk)
   local q = {}
@@ -267,6 +269,7 @@ function SwarmLogs:_read_all(timeout)
 end
 
 function SwarmLogs:next(timeout)
+  local deadline = timeout and core.clock() + timeout
   while true do
     if self.head <= #self.queue then
       local ev = self.queue[self.head]
@@ -276,6 +279,19 @@ function SwarmLogs:next(timeout)
     end
     self.queue, self.head = {}, 1
     if self.failed then return nil, self.failed[1], self.failed[2] end
+    if self.follow and core.clock() >= self.next_check then
+      -- a followed service that is gone (deprovisioned) ends its part
+      self.next_check = core.clock() + SwarmLogs.CHECK_EVERY
+      for _, src in ipairs(self.sources) do
+        if not src.done then
+          local found, _, code = self.engine:get("/services/" .. seg(src.id))
+          if not found and code == "not_found" then
+            src.stream:close()
+            src.done = true
+          end
+        end
+      end
+    end
     local live = {}
     for _, src in ipairs(self.sources) do
       if not src.done then live[#live + 1] = src end
@@ -283,9 +299,16 @@ function SwarmLogs:next(timeout)
     if #live == 0 then return nil end
     local streams = {}
     for i, src in ipairs(live) do streams[i] = src.stream end
-    local idx, err, code = self.client:wait(streams, timeout)
+    local slice = deadline and math.max(0, deadline - core.clock())
+    if self.follow then
+      slice = math.max(0, self.next_check - core.clock())
+      if deadline then slice = math.min(slice, math.max(0, deadline - core.clock())) end
+    end
+    local idx, err, code = self.client:wait(streams, slice)
     if not idx then return nil, err, code end
-    if #idx == 0 then return false end
+    if #idx == 0 and (not self.follow or (deadline and core.clock() >= deadline)) then
+      return false
+    end
     for _, i in ipairs(idx) do
       local src = live[i]
       local chunk, e2, c2 = src.stream:read(0)
@@ -387,11 +410,12 @@ function P:logs(instance_id, opts)
       for _, src in ipairs(sources) do src.stream:close() src.demux:close() end
       return nil, string.format("logs of %s: %s", name, e2), c2
     end
-    sources[i] = {service = name, stream = stream,
+    sources[i] = {service = name, id = by[name].ID, stream = stream,
       demux = core.demux({timestamps = true, max_line = opts.max_line})}
   end
-  local s = setmetatable({client = self.engine.client, sources = sources, queue = {}, head = 1,
-    merged = #sources > 1}, SwarmLogs)
+  local s = setmetatable({client = self.engine.client, engine = self.engine, sources = sources,
+    queue = {}, head = 1, merged = #sources > 1, follow = query.follow,
+    next_check = core.clock() + SwarmLogs.CHECK_EVERY}, SwarmLogs)
   if not query.follow then
     local rok, rerr, rcode = s:_read_all(opts.timeout)
     if not rok then

@@ -2,6 +2,7 @@
 -- rollback, scale. Swarm does the mechanism (tasks, placement, rolling
 -- updates, failover); the policy scripts decide the order and the strategy.
 local cluster = require("ctrlplane.docker.swarm.cluster")
+local core = require("ctrlplane.docker.core")
 local engine = require("ctrlplane.docker.engine")
 local gate = require("ctrlplane.docker.gate")
 local json = require("ctrlplane.docker.json")
@@ -506,6 +507,8 @@ function P:_apply_release(id, release_id, strategy_req, changes, opts)
     return nil, e, c
   end
   local request = {strategy = strategy_req, release_id = release_id}
+  local step, total = 0, 0
+  for _ in pairs(changes) do total = total + 1 end
   for _, wave in ipairs(waves) do
     for _, name in ipairs(wave) do
       if changes[name] then
@@ -534,6 +537,14 @@ function P:_apply_release(id, release_id, strategy_req, changes, opts)
         end
         done[#done + 1] = cur
         emit(opts, {type = "service", service = name, action = "replaced", container = cur.ID})
+        if pol.rollout.fns.after_service then
+          step = step + 1
+          local go, aerr, acode = gate.after_service(pol.rollout, {service = name, index = step,
+            total = total, release_id = release_id,
+            status = function() return self:status(id) end,
+            sleep = function(seconds) core.sleep(math.min(seconds, 600)) end})
+          if not go then return undo(aerr, acode) end
+        end
       end
     end
   end
