@@ -221,12 +221,27 @@ end
 
 -- ---- provision / deprovision ---------------------------------------------------------
 
+-- What the provision did to each service, and why (as on one host):
+-- "created", "kept", "replaced: image changed", "started: was exited", "removed: ...".
+local DID = {create = "created", keep = "kept", replace = "replaced", start = "started",
+  remove = "removed"}
+
+local function changes_of(actions, reasons)
+  local out = json.object({})
+  for name, a in pairs(actions) do
+    local why = reasons[name]
+    out[name] = DID[a] .. ((why and why ~= "" and a ~= "create") and (": " .. why) or "")
+  end
+  return out
+end
+
 -- An existing service as scripts/reprovision.lua sees a container:
 -- {role, hash, docker_state, exit_code, running}. A job is its newest task
 -- (exited 0 once complete); a replicated service runs unless it was stopped.
 function P:_current(svc)
   local labels = svc.Spec.Labels or {}
-  local e = {role = labels[LABEL.role], hash = labels[LABEL.spec_hash]}
+  local e = {role = labels[LABEL.role], hash = labels[LABEL.spec_hash], spec = sspec.spec_of(svc),
+    replicas = svc.Spec.Mode.Replicated and svc.Spec.Mode.Replicated.Replicas or 1}
   if svc.Spec.Mode.ReplicatedJob then
     local tasks, err, code = cluster.tasks(self, svc.ID)
     if not tasks then return nil, err, code end
@@ -265,20 +280,21 @@ function P:provision(req, opts)
   local existing, list = cluster.services_by_name(self, id)
   if not existing then return nil, list, "unreachable" end
   -- what exists already, and what scripts/reprovision.lua does with it
-  local actions, changes = {}, false
+  local actions, reasons, changes = {}, {}, false
   if next(existing) then
     local desired, current = {}, {}
     for i, s in ipairs(r.services) do
-      desired[i] = {name = s.name, role = s.role, hash = specbuild.spec_hash(self.cfg, inst, s)}
+      desired[i] = {name = s.name, role = s.role, hash = specbuild.spec_hash(self.cfg, inst, s),
+        spec = specbuild.stored_service(s)}
     end
     for name, cur in pairs(existing) do
       local e, err, code = self:_current(cur)
       if not e then return nil, err, code end
       current[name] = e
     end
-    local decided, derr, dcode = gate.decide(pol.reprovision, desired, current)
-    if not decided then return nil, derr, dcode end
-    actions = decided
+    local decided, why, dcode = gate.decide(pol.reprovision, desired, current)
+    if not decided then return nil, why, dcode end
+    actions, reasons = decided, why
   end
   for _, s in ipairs(r.services) do
     actions[s.name] = actions[s.name] or "create"
@@ -288,11 +304,20 @@ function P:provision(req, opts)
   for name, cur in pairs(existing) do
     if actions[name] == "remove" then doomed[#doomed + 1] = cur.ID end
   end
-  local release = opts.release_id or (next(existing) and ("provision-" .. os.time()) or "initial")
+  -- the release: recorded in the history when something is created or
+  -- replaced; its id from the request or the rollout policy
+  local release = opts.release_id
   local history = nil
   if changes then
-    history = release_history.record_release(history_of(list), release,
-      release_history.snapshot(specs))
+    local past = history_of(list)
+    local keep, herr, hcode = gate.history_max(pol.rollout)
+    if not keep then return nil, herr, hcode end
+    if not release then
+      release, herr, hcode = gate.release_id(pol.rollout, {instance_id = id, kind = "provision",
+        first = next(existing) == nil}, release_history.ids(past))
+      if not release then return nil, herr, hcode end
+    end
+    history = release_history.record_release(past, release, release_history.snapshot(specs), keep)
   end
   local warn = cluster.mode_warning(self.cfg)
   if warn then emit(opts, {type = "warning", message = warn}) end
@@ -381,7 +406,7 @@ function P:provision(req, opts)
     service_refs = ids,
     endpoints = st and st.endpoints or json.array({}),
     metadata = {project = project.name(id), network = project.network_name(id), backend = "swarm",
-      warning = warn},
+      warning = warn, changes = changes_of(actions, reasons)},
   }
 end
 
@@ -493,8 +518,16 @@ function P:_apply_release(id, release_id, strategy_req, changes, opts)
     if d.health_check then s.health_check = d.health_check end
     new_specs[name] = s
   end
-  local history = release_history.record_release(history_of(list), release_id,
-    release_history.snapshot(new_specs))
+  local past = history_of(list)
+  local keep, herr, hcode = gate.history_max(pol.rollout)
+  if not keep then return nil, herr, hcode end
+  if not release_id then
+    release_id, herr, hcode = gate.release_id(pol.rollout, {instance_id = id, kind = "deploy"},
+      release_history.ids(past))
+    if not release_id then return nil, herr, hcode end
+  end
+  local history = release_history.record_release(past, release_id,
+    release_history.snapshot(new_specs), keep)
   local done = {}
   local function undo(e, c)
     for i = #done, 1, -1 do
@@ -565,7 +598,7 @@ function P:deploy(req, opts)
   if not r then return nil, verr, vcode, verrors end
   local changes = {}
   for _, d in ipairs(r.services) do changes[d.name] = d end
-  return self:_apply_release(req.instance_id, r.release_id or ("deploy-" .. os.time()), r.strategy,
+  return self:_apply_release(req.instance_id, r.release_id, r.strategy,
     changes, opts)
 end
 
@@ -612,11 +645,21 @@ function P:scale(instance_id, spec)
   if not r then return nil, serr, scode, serrors end
   local by, err = cluster.services_by_name(self, instance_id)
   if not by then return nil, err, "unreachable" end
-  local main
-  for name, s in pairs(by) do
-    if s.Spec.Labels[LABEL.role] == "main" then main = {name = name, svc = s} end
+  if not next(by) then return nil, "instance " .. instance_id .. " does not exist", "not_found" end
+  -- which service: scripts/scale.lua target() (Swarm itself picks the tasks that go)
+  local pol, perr, pcode = gate.load(self, {"scale"})
+  if not pol then return nil, perr, pcode end
+  local shape = {all = {}, reps = {}, specs = {}, inst = {instance_id = instance_id}}
+  for _, name in ipairs(util.sorted_keys(by)) do
+    local sp = sspec.spec_of(by[name])
+    shape.all[#shape.all + 1], shape.specs[name] = sp, sp
+    local n = by[name].Spec.Mode.Replicated and by[name].Spec.Mode.Replicated.Replicas or 1
+    shape.reps[name] = {}
+    for k = 1, math.max(1, n) do shape.reps[name][k] = {replica = k} end
   end
-  if not main then return nil, "instance " .. instance_id .. " does not exist", "not_found" end
+  local target, terr, tcode = gate.scale_target(pol.scale, shape, r)
+  if not target then return nil, terr, tcode end
+  local main = {name = target.name, svc = by[target.name]}
   local cur = main.svc
   local body = util.copy(cur.Spec)
   local limits = body.TaskTemplate.Resources and body.TaskTemplate.Resources.Limits or {}
