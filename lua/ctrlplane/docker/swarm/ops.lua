@@ -18,6 +18,9 @@ local LABEL = project.LABEL
 local seg = engine.segment
 local P = {}
 
+-- seconds after an update with no rolling update begun: nothing to roll
+P.NO_UPDATE_GRACE = 5
+
 -- the label that remembers a stopped service's replicas
 local STOPPED_REPLICAS = "ctrlplane.stopped-replicas"
 
@@ -443,11 +446,20 @@ end
 function P:_wait_update(cur, name, timeout)
   local before = cur.UpdateStatus and cur.UpdateStatus.StartedAt
   local state, msg
+  local t0 = core.clock()
   local ok, err, code = cluster.poll(timeout, 0.25, function()
     local s, serr, scode = self.engine:get("/services/" .. seg(cur.ID))
     if not s then return nil, serr, scode end
     local us = s.UpdateStatus
-    if not us or us.StartedAt == before then return false end
+    if not us or us.StartedAt == before then
+      -- a change that leaves the tasks as they are (labels only) starts no
+      -- rolling update: Swarm begins one at once when the tasks change
+      if core.clock() - t0 > P.NO_UPDATE_GRACE then
+        state = "completed"
+        return true
+      end
+      return false
+    end
     state, msg = us.State, us.Message
     if state == "completed" or state == "rollback_completed" or state == "rollback_paused"
         or state == "paused" then
