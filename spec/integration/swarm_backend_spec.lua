@@ -251,6 +251,13 @@ describe("swarm backend #swarm", function()
     assert.is_nil(st.services.side)
     assert.is_true(st.ready)
     assert.equal("changed\n", assert(p:exec(id, {command = {"sh", "-c", "echo $GREETING"}})).stdout)
+    -- an annotation only: the service's labels change, no task is replaced
+    req.services[1].annotations = {["example.com/owner"] = "team-b"}
+    local fourth = assert(p:provision(req))
+    assert.equal("replaced", fourth.metadata.changes.web:match("^%a+"))
+    local svc = swarm.get(l.manager, "/services/cp-" .. id .. "-web")
+    assert.equal("team-b", svc.Spec.Labels["example.com/owner"])
+    assert.is_true(assert(p:status(id)).ready)
     assert(p:deprovision(id))
   end)
 
@@ -260,6 +267,13 @@ describe("swarm backend #swarm", function()
     local h = json.decode(out)
     assert.is_true(h.healthy)
     assert.equal(3, h.nodes_ready)
+    -- the JSON-RPC server, configured from the environment
+    out, rc = helper.sh("printf '%s\\n' '{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"health_check\"}' | "
+      .. "CP_DOCKER_BACKEND=swarm CP_DOCKER_HOST=" .. l.manager .. " ./cpdocker serve")
+    assert.equal(0, rc, out)
+    local reply = json.decode(out)
+    assert.is_true(reply.result.healthy, out)
+    assert.matches("nodes ready 3/3", reply.result.message)
     out, rc = helper.cpdocker("--backend nomad health")
     assert.equal(1, rc)
     assert.matches("backend: must be engine or swarm", out)
