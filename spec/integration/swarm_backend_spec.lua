@@ -212,6 +212,21 @@ describe("swarm backend #swarm", function()
     end
   end)
 
+  it("refuses a disk limit (Swarm has none per task), naming the field, creating nothing", function()
+    local id = new_id("swdisk")
+    local req = web_request(id, 1)
+    req.services[1].resources.disk_mb = 100
+    local res, err, code, errors = p:provision(req)
+    assert.is_nil(res)
+    assert.equal("invalid", code)
+    assert.matches("services%[0%]%.resources%.disk_mb: Swarm services have no per%-task disk limit", err)
+    assert.equal("services[0].resources.disk_mb", errors[1].field)
+    assert.equal("destroyed", assert(p:status(id)).state)
+    local _, serr, scode = p:scale(id, {replicas = 1, disk_mb = 10})
+    assert.equal("invalid", scode)
+    assert.matches("spec%.disk_mb", serr)
+  end)
+
   it("puts back the services a deploy already updated when a later one fails", function()
     local id = new_id("swatom")
     assert(p:provision(web_request(id, 1)))

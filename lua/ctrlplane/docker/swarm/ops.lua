@@ -21,6 +21,9 @@ local P = {}
 -- seconds after an update with no rolling update begun: nothing to roll
 P.NO_UPDATE_GRACE = 5
 
+-- a contract field Swarm cannot apply is refused, never ignored
+local NO_DISK_LIMIT = "Swarm services have no per-task disk limit (send 0 for none)"
+
 -- the label that remembers a stopped service's replicas
 local STOPPED_REPLICAS = "ctrlplane.stopped-replicas"
 
@@ -269,8 +272,17 @@ end
 
 function P:provision(req, opts)
   opts = opts or {}
-  local r, verr, vcode, verrors = validate.provision(req)
+  local r, verr, vcode, verrors = validate.provision(req, self.cfg)
   if not r then return nil, verr, vcode, verrors end
+  local list_errs = {}
+  for i, s in ipairs(r.services) do
+    if s.resources and (s.resources.disk_mb or 0) > 0 then
+      list_errs[#list_errs + 1] = {field = (s.field or string.format("services[%d]", i - 1))
+        .. ".resources.disk_mb", message = NO_DISK_LIMIT}
+    end
+  end
+  if #list_errs > 0 then return nil, "invalid request: " .. list_errs[1].field .. ": "
+    .. NO_DISK_LIMIT, "invalid", list_errs end
   local pol, perr, pcode = gate.load(self, {"rollout", "status", "reprovision"})
   if not pol then return nil, perr, pcode end
   local waves, werr, wcode = gate.plan(pol.rollout, r.services)
@@ -653,8 +665,12 @@ end
 function P:scale(instance_id, spec)
   local ok, verr = project.validate_id(instance_id)
   if not ok then return nil, verr, "invalid" end
-  local r, serr, scode, serrors = validate.resources(spec)
+  local r, serr, scode, serrors = validate.resources(spec, self.cfg)
   if not r then return nil, serr, scode, serrors end
+  if (r.disk_mb or 0) > 0 then
+    return nil, "invalid request: spec.disk_mb: " .. NO_DISK_LIMIT, "invalid",
+      {{field = "spec.disk_mb", message = NO_DISK_LIMIT}}
+  end
   local by, err = cluster.services_by_name(self, instance_id)
   if not by then return nil, err, "unreachable" end
   if not next(by) then return nil, "instance " .. instance_id .. " does not exist", "not_found" end
