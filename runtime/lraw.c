@@ -7,10 +7,27 @@
  *   client:hijack(method, path, body[, opts]) -> raw | nil, msg, code, status
  *       path is the full path (with /vX.Y); opts.timeout bounds the exchange
  *   raw:write(bytes)       -> true | nil, msg, code
+ *   raw:send(bytes[, i])   -> count sent from position i without waiting
+ *                             (0 when the socket is full) | nil, msg, code
  *   raw:close_write()      -> half-closes: the far side reads end of file
  *   raw:read([timeout])    -> bytes | nil (end) | false (timeout) | nil, msg, code
+ *   raw:poll(timeout[, want_write[, fd]])
+ *                          -> readable, writable, fd_readable | nil, msg, code
+ *       waits (timeout seconds, negative: forever) until raw:read has bytes
+ *       (or the end), raw:send can take bytes (want_write), or fd has input;
+ *       returns early, all false, on a terminal resize (core.tty_resized)
  *   raw:close()
+ *
+ * The local terminal, for interactive exec (functions of the core module):
+ *   core.tty_raw(fd)       -> true | nil, msg: raw mode (no echo, no line
+ *       editing, no signals from keys), the previous mode saved; SIGTERM and
+ *       SIGHUP then set core.interrupted() instead of killing the process, and
+ *       the mode is restored at exit whatever happens
+ *   core.tty_restore()     -> the saved mode and signal handlers back
+ *   core.tty_size(fd)      -> rows, columns | nil, msg
+ *   core.tty_resized()     -> true once after each SIGWINCH (while raw)
  */
+#define _DEFAULT_SOURCE /* SIGWINCH, TIOCGWINSZ */
 #include "http.h"
 #include "lcore.h"
 
@@ -18,11 +35,15 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <termios.h>
 #include <time.h>
+#include <unistd.h>
 
 #define RAW_MT "ctrlplane.docker.raw"
 
@@ -282,10 +303,204 @@ static int l_raw_read(lua_State *L) {
   return 1;
 }
 
+/* Sends what the socket takes now, without waiting. */
+static int l_raw_send(lua_State *L) {
+  lraw *r = raw_check(L);
+  size_t n;
+  const char *p = luaL_checklstring(L, 2, &n);
+  lua_Integer i = luaL_optinteger(L, 3, 1);
+  if (i < 1) i = 1;
+  if ((size_t)i > n) {
+    lua_pushinteger(L, 0);
+    return 1;
+  }
+  size_t sent = 0;
+  CURLcode rc = curl_easy_send(r->easy, p + i - 1, n - (size_t)(i - 1), &sent);
+  if (rc == CURLE_AGAIN) sent = 0;
+  else if (rc != CURLE_OK) {
+    char err[256];
+    snprintf(err, sizeof err, "writing to the Docker daemon: %s", curl_easy_strerror(rc));
+    return cp_lua_fail(L, err, "unreachable", 0);
+  }
+  lua_pushinteger(L, (lua_Integer)sent);
+  return 1;
+}
+
+static volatile sig_atomic_t raw_winch = 0;
+
+/* Moves what can be read now into pending. Returns 1 when raw:read has
+ * something to give (bytes or the end), 0 when nothing is there yet, -1 on
+ * an error (message in err). With TLS, bytes may be waiting inside the TLS
+ * layer although the socket is not readable: this finds them too. */
+static int raw_fill(lraw *r, char *err, size_t errlen) {
+  if (r->pending.len > 0 || r->eof) return 1;
+  char buf[65536];
+  size_t got = 0;
+  CURLcode rc = curl_easy_recv(r->easy, buf, sizeof buf, &got);
+  if (rc == CURLE_AGAIN) return 0;
+  if (rc != CURLE_OK) {
+    snprintf(err, errlen, "reading from the Docker daemon: %s", curl_easy_strerror(rc));
+    return -1;
+  }
+  if (got == 0) {
+    r->eof = 1;
+    return 1;
+  }
+  if (cp_buf_append(&r->pending, buf, got) != 0) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  return 1;
+}
+
+static int l_raw_poll(lua_State *L) {
+  lraw *r = raw_check(L);
+  lua_Number t = luaL_optnumber(L, 2, -1);
+  int want_write = lua_toboolean(L, 3);
+  int fd = (int)luaL_optinteger(L, 4, -1);
+  long deadline = t >= 0 ? raw_now_ms() + (long)(t * 1000.0) : -1;
+  int readable = 0, writable = 0, fd_ready = 0;
+  char err[256];
+  for (;;) {
+    int f = raw_fill(r, err, sizeof err);
+    if (f < 0) return cp_lua_fail(L, err, "unreachable", 0);
+    readable = f;
+    struct pollfd p[2];
+    nfds_t np = 1;
+    p[0].fd = r->fd;
+    p[0].events = (short)((readable ? 0 : POLLIN) | (want_write ? POLLOUT : 0));
+    p[0].revents = 0;
+    if (fd >= 0) {
+      p[1].fd = fd;
+      p[1].events = POLLIN;
+      p[1].revents = 0;
+      np = 2;
+    }
+    long slice = readable ? 0 : 100;
+    if (deadline >= 0) {
+      long left = deadline - raw_now_ms();
+      if (left < 0) left = 0;
+      if (left < slice) slice = left;
+    }
+    int n = poll(p, np, (int)slice);
+    if (n < 0 && errno != EINTR) {
+      snprintf(err, sizeof err, "poll: %s", strerror(errno));
+      return cp_lua_fail(L, err, "unreachable", 0);
+    }
+    if (n > 0) {
+      if (p[0].revents & POLLOUT) writable = 1;
+      if (p[0].revents & (POLLHUP | POLLERR)) writable = want_write; /* send reports it */
+      if (np == 2 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) fd_ready = 1;
+      if (!readable && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+        f = raw_fill(r, err, sizeof err);
+        if (f < 0) return cp_lua_fail(L, err, "unreachable", 0);
+        readable = f;
+      }
+    }
+    if (readable || writable || fd_ready) break;
+    if (cp_interrupted) return cp_lua_fail(L, "interrupted", "interrupted", 0);
+    if (raw_winch) break;
+    if (deadline >= 0 && raw_now_ms() >= deadline) break;
+  }
+  lua_pushboolean(L, readable);
+  lua_pushboolean(L, writable);
+  lua_pushboolean(L, fd_ready);
+  return 3;
+}
+
+/* ---- the local terminal ----------------------------------------------------- */
+
+static struct termios tty_saved;
+static int tty_saved_fd = -1;
+static struct sigaction tty_old_term, tty_old_hup, tty_old_winch;
+
+static void tty_on_winch(int sig) {
+  (void)sig;
+  raw_winch = 1;
+}
+
+static void tty_on_stop(int sig) {
+  (void)sig;
+  cp_interrupted = 1;
+}
+
+static void tty_restore(void) {
+  if (tty_saved_fd < 0) return;
+  tcsetattr(tty_saved_fd, TCSADRAIN, &tty_saved);
+  sigaction(SIGTERM, &tty_old_term, NULL);
+  sigaction(SIGHUP, &tty_old_hup, NULL);
+  sigaction(SIGWINCH, &tty_old_winch, NULL);
+  tty_saved_fd = -1;
+}
+
+static int l_tty_raw(lua_State *L) {
+  static int registered = 0;
+  int fd = (int)luaL_checkinteger(L, 1);
+  if (tty_saved_fd >= 0) return luaL_error(L, "the terminal is already in raw mode");
+  struct termios t;
+  if (tcgetattr(fd, &t) != 0) return cp_lua_fail(L, strerror(errno), "not_a_terminal", 0);
+  if (!registered) {
+    atexit(tty_restore); /* also after an error that ends the program */
+    registered = 1;
+  }
+  tty_saved = t;
+  t.c_iflag &= (tcflag_t) ~(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON);
+  t.c_oflag &= (tcflag_t)~OPOST;
+  t.c_lflag &= (tcflag_t) ~(ECHO | ECHONL | ICANON | ISIG | IEXTEN);
+  t.c_cflag &= (tcflag_t) ~(CSIZE | PARENB);
+  t.c_cflag |= CS8;
+  t.c_cc[VMIN] = 1;
+  t.c_cc[VTIME] = 0;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sigemptyset(&sa.sa_mask);
+  sa.sa_handler = tty_on_stop;
+  sigaction(SIGTERM, &sa, &tty_old_term);
+  sigaction(SIGHUP, &sa, &tty_old_hup);
+  sa.sa_handler = tty_on_winch;
+  sigaction(SIGWINCH, &sa, &tty_old_winch);
+  tty_saved_fd = fd;
+  raw_winch = 0;
+  if (tcsetattr(fd, TCSADRAIN, &t) != 0) {
+    int e = errno;
+    tty_restore();
+    return cp_lua_fail(L, strerror(e), "not_a_terminal", 0);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_tty_restore(lua_State *L) {
+  lua_pushboolean(L, tty_saved_fd >= 0);
+  tty_restore();
+  return 1;
+}
+
+static int l_tty_size(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  struct winsize ws;
+  memset(&ws, 0, sizeof ws);
+  if (ioctl(fd, TIOCGWINSZ, &ws) != 0) return cp_lua_fail(L, strerror(errno), "not_a_terminal", 0);
+  lua_pushinteger(L, ws.ws_row);
+  lua_pushinteger(L, ws.ws_col);
+  return 2;
+}
+
+static int l_tty_resized(lua_State *L) {
+  lua_pushboolean(L, raw_winch != 0);
+  raw_winch = 0;
+  return 1;
+}
+
 void cp_open_raw(lua_State *L) {
-  static const luaL_Reg methods[] = {{"write", l_raw_write}, {"close_write", l_raw_close_write},
-                                     {"read", l_raw_read},   {"close", l_raw_gc},
-                                     {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"write", l_raw_write}, {"send", l_raw_send},
+                                     {"close_write", l_raw_close_write},
+                                     {"read", l_raw_read},   {"poll", l_raw_poll},
+                                     {"close", l_raw_gc},    {NULL, NULL}};
+  static const luaL_Reg tty_funcs[] = {{"tty_raw", l_tty_raw},   {"tty_restore", l_tty_restore},
+                                       {"tty_size", l_tty_size}, {"tty_resized", l_tty_resized},
+                                       {NULL, NULL}};
+  luaL_setfuncs(L, tty_funcs, 0); /* on the core module table */
   luaL_newmetatable(L, RAW_MT);
   lua_newtable(L);
   luaL_setfuncs(L, methods, 0);

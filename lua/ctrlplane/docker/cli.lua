@@ -165,9 +165,39 @@ local function parse_globals(argv)
   return g, rest
 end
 
+-- Splits combined short flags, as in `-it` or `-ft`, into one argument
+-- each when every letter is a flag of the command (the last one may take
+-- a value). Anything else is left for parse_options to judge.
+local function expand_short_flags(spec, args)
+  local out, takes_value = {}, false
+  for i, a in ipairs(args) do
+    if a == "--" and not takes_value then
+      table.move(args, i, #args, #out + 1, out)
+      break
+    end
+    local letters = not takes_value and spec and not spec[a] and a:match("^%-(%a%a+)$")
+    local ok = letters and true
+    if letters then
+      for k = 1, #letters do
+        local kind = spec["-" .. letters:sub(k, k)]
+        if not (kind == "flag" or (kind and k == #letters)) then ok = false end
+      end
+    end
+    if ok then
+      for k = 1, #letters do out[#out + 1] = "-" .. letters:sub(k, k) end
+      takes_value = spec["-" .. letters:sub(-1)] ~= "flag"
+    else
+      out[#out + 1] = a
+      takes_value = not takes_value and spec ~= nil and spec[a] == "value"
+    end
+  end
+  return out
+end
+
 -- Parses a command's own options: spec maps "--name" to "value" or "flag".
 function cli.parse_options(spec, args)
   local opts, positional = {}, {}
+  args = expand_short_flags(spec, args)
   local i = 1
   while i <= #args do
     local a = args[i]
@@ -258,14 +288,15 @@ function cli.main(argv, io_)
     return 0
   end
   local opts, positional = cli.parse_options(spec.options, rest)
+  local hint = spec.usage_hint and ("\n(" .. spec.usage_hint .. ")") or ""
   if not opts then
-    ctx.stderr:write("cpdocker ", name, ": ", positional, "\nusage: cpdocker ", spec.usage, "\n")
+    ctx.stderr:write("cpdocker ", name, ": ", positional, hint, "\nusage: cpdocker ", spec.usage, "\n")
     return 2
   end
   local nargs = spec.args or 0
   if #positional ~= nargs and not spec.varargs then
     ctx.stderr:write("cpdocker ", name, ": expected ", nargs, " argument",
-      nargs == 1 and "" or "s", ", got ", #positional, "\nusage: cpdocker ", spec.usage, "\n")
+      nargs == 1 and "" or "s", ", got ", #positional, hint, "\nusage: cpdocker ", spec.usage, "\n")
     return 2
   end
   local code = spec.run(ctx, positional, opts)

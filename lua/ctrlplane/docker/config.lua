@@ -7,9 +7,8 @@
 -- connect_timeout, timeout, network, registry, publish_address,
 -- stop_timeout, init_timeout, policy_dir, scripts_dir, region, pull_policy,
 -- lock_dir, lock_timeout, max_replicas (CP_DOCKER_MAX_REPLICAS, default
--- 50), allow_privileged_ports (CP_DOCKER_ALLOW_PRIVILEGED_PORTS=1); backend
--- ("engine" | "swarm"), nodes ({hostname = URL} or "name=URL,..."),
--- endpoint_mode, publish_mode (swarm).
+-- 50), allow_privileged_ports (CP_DOCKER_ALLOW_PRIVILEGED_PORTS=1),
+-- exec_timeout, exec_output_max.
 local config = {}
 
 config.DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -135,6 +134,19 @@ function config.resolve(opts, getenv)
     or config.DEFAULT_LOCK_DIR
   cfg.lock_timeout, err = number_setting(opts, getenv, "lock_timeout", "CP_DOCKER_LOCK_TIMEOUT", 300)
   if not cfg.lock_timeout then return nil, err end
+  -- exec: the default timeout of an exec over JSON-RPC (the CLI has
+  -- --timeout), and the most bytes of each output stream an exec result keeps
+  cfg.exec_timeout, err = number_setting(opts, getenv, "exec_timeout", "CP_DOCKER_EXEC_TIMEOUT", 60)
+  if not cfg.exec_timeout then return nil, err end
+  if cfg.exec_timeout <= 0 then return nil, "exec_timeout: must be more than 0" end
+  local omax = opts.exec_output_max
+  if omax == nil then omax = nonempty(getenv("CP_DOCKER_EXEC_OUTPUT_MAX")) end
+  if omax == nil then omax = 4 * 1024 * 1024 end
+  omax = tonumber(omax)
+  if not omax or omax ~= omax or omax < 0 or omax > 1 << 40 or omax % 1 ~= 0 then
+    return nil, "exec_output_max: expected a number of bytes (CP_DOCKER_EXEC_OUTPUT_MAX)"
+  end
+  cfg.exec_output_max = math.tointeger(omax)
   cfg.network = nonempty(opts.network) or nonempty(getenv("CP_DOCKER_NETWORK"))
   cfg.registry = nonempty(opts.registry) or nonempty(getenv("CP_DOCKER_REGISTRY"))
   cfg.publish_address = nonempty(opts.publish_address)

@@ -1,11 +1,37 @@
 -- The exec operation: run a command in a running service container with
 -- Docker's exec create/start/inspect. stdout and stderr come back apart
--- (byte for byte), with the command's real exit code; stdin, when given, is
--- sent and then the write side closed so the command sees end of file.
+-- (byte for byte), with the command's real exit code.
 --
 --   provider:exec(instance_id, {command = {...}, stdin = "...", tty = false,
---                 service = "web"}, {timeout = 30, on_output = fn(stream, bytes)})
---     -> {exit_code, stdout, stderr} | nil, message, code
+--                 service = "web"}, opts)
+--     -> {exit_code, stdout, stderr, stdout_truncated, stderr_truncated}
+--      | nil, message, code
+--
+-- Input and output move at the same time over the hijacked connection: the
+-- loop below polls both directions, so a command such as `cat` can echo any
+-- amount of input without either side blocking the other.
+--
+-- opts (all optional):
+--   timeout      seconds for the whole exec, from looking up the container
+--                to the exit code. When it passes, the command is killed
+--                inside the container (see kill_command) and the call fails
+--                with code "timeout".
+--   on_output    fn(stream, bytes), called as output arrives ("stdout" or
+--                "stderr"; with a TTY everything is "stdout")
+--   collect      false: keep no output in the result (for callers that
+--                stream it with on_output; memory then stays bounded)
+--   max_output   the most bytes of each stream kept in the result (default
+--                the provider's exec_output_max, CP_DOCKER_EXEC_OUTPUT_MAX);
+--                past it the rest is read and dropped and the result says
+--                stdout_truncated / stderr_truncated = true
+--   stdin_fd     a file descriptor whose bytes are streamed to the command
+--                until its end (instead of req.stdin)
+--   console      for a TTY: {size = fn() -> rows, cols, resized = fn() ->
+--                bool}; the size is sent when the command starts and again
+--                whenever resized() says so
+--
+-- An interrupt (core.interrupted, e.g. Ctrl-C) also kills the command and
+-- fails with code "interrupted".
 local core = require("ctrlplane.docker.core")
 local engine = require("ctrlplane.docker.engine")
 local project = require("ctrlplane.docker.project")
@@ -13,6 +39,32 @@ local project = require("ctrlplane.docker.project")
 local M = {}
 
 local seg = engine.segment
+
+-- Every exec carries this variable with a value unique to it, so that the
+-- command and everything it started can be found and killed from a second
+-- exec (the Engine API has no way to signal an exec's process).
+M.TOKEN_VAR = "CTRLPLANE_EXEC"
+
+-- Run by the killing exec (as root in the container): kills every process
+-- whose environment holds the token. Twice, for children forked meanwhile.
+local KILL_SCRIPT = [[
+t="$1"
+for round in 1 2; do
+  for d in /proc/[0-9]*; do
+    p=${d#/proc/}
+    [ "$p" = "$$" ] && continue
+    if tr '\0' '\n' < "$d/environ" 2>/dev/null | grep -qxF -- "$t"; then
+      kill -KILL "$p" 2>/dev/null
+    fi
+  done
+done
+]]
+
+local counter = 0
+local function new_token()
+  counter = counter + 1
+  return string.format("%x%08x%x", os.time(), math.random(0, 0x7fffffff), counter)
+end
 
 -- Splits Docker's multiplexed frames as bytes arrive; calls out(stream,
 -- bytes) for each payload piece. Returns a feed function and a check that
@@ -58,17 +110,82 @@ function M.check_request(req)
   return true
 end
 
-local function exec(self, instance_id, req, opts)
-  opts = opts or {}
-  local ok, err = project.validate_id(instance_id)
-  if not ok then return nil, err, "invalid" end
-  ok, err = M.check_request(req)
-  if not ok then return nil, "invalid request: " .. err, "invalid" end
-  local eng = self.engine
-  local list, lerr, lcode = project.members(eng, instance_id)
+local function check_opts(opts)
+  local t = opts.timeout
+  if t ~= nil and (type(t) ~= "number" or t ~= t or t <= 0 or t > 1e9) then
+    return nil, "timeout: expected a positive number of seconds (at most 1e9)"
+  end
+  local m = opts.max_output
+  if m ~= nil and (math.type(m) ~= "integer" or m < 0) then
+    return nil, "max_output: expected a number of bytes (0 or more)"
+  end
+  return true
+end
+
+-- The exec's state, polled until it is no longer running (bounded).
+local function wait_exit(eng, exec_id, seconds)
+  local info, err, code
+  local stop = core.clock() + seconds
+  repeat
+    info, err, code = eng:get("/exec/" .. seg(exec_id) .. "/json", nil, {timeout = 5})
+    if not info then return nil, err, code end
+    if not info.Running then return info end
+  until core.clock() >= stop or not core.sleep(0.05)
+  return info
+end
+
+-- Kills the command of exec exec_id (and what it started) from a second
+-- exec in the same container. Returns true once the exec has stopped, or
+-- nil, message.
+local function kill_command(eng, container_id, exec_id, token)
+  core.interrupted(true) -- an interrupt that ended the exec must not stop these calls
+  local created, err = eng:post("/containers/" .. seg(container_id) .. "/exec", nil, {
+    AttachStdout = false, AttachStderr = false, User = "0",
+    Cmd = {"sh", "-c", KILL_SCRIPT, "sh", M.TOKEN_VAR .. "=" .. token},
+  }, {timeout = 10})
+  local ok
+  if created then
+    ok, err = eng:post("/exec/" .. seg(created.Id) .. "/start", nil, {Detach = true},
+      {timeout = 10})
+  end
+  local info
+  if ok then
+    local kinfo = wait_exit(eng, created.Id, 5)
+    if kinfo and kinfo.ExitCode ~= 0 then
+      err = "the killing exec exited with " .. tostring(kinfo.ExitCode)
+    end
+    info, err = wait_exit(eng, exec_id, 3)
+    if info and info.Running then err = "it is still running" end
+  end
+  if info and not info.Running then return true end
+  return nil, err or "unknown error"
+end
+
+-- Keeps up to max bytes of one stream; says whether it dropped any.
+local function collector(max)
+  local parts, size, truncated = {}, 0, false
+  local c = {}
+  function c.add(bytes)
+    if size >= max then
+      truncated = truncated or #bytes > 0
+      return
+    end
+    if size + #bytes > max then
+      bytes = bytes:sub(1, max - size)
+      truncated = true
+    end
+    parts[#parts + 1] = bytes
+    size = size + #bytes
+  end
+  function c.result() return table.concat(parts), truncated end
+  return c
+end
+
+-- Finds the container of the service asked for (default: the main one).
+local function find_target(eng, instance_id, want, timeout)
+  local list, lerr, lcode = project.members(eng, instance_id, {timeout = timeout})
   if not list then return nil, lerr, lcode end
   if #list == 0 then return nil, "instance " .. instance_id .. " does not exist", "not_found" end
-  local want = req.service or req.service_name
   local target
   for _, c in ipairs(list) do
     local labels = c.Labels or {}
@@ -88,19 +205,111 @@ local function exec(self, instance_id, req, opts)
     return nil, string.format("service %s of instance %s is not running (%s)", name, instance_id,
       target.Status or target.State), "not_running"
   end
-  return M.exec_in(eng, target.Id, name, req, opts)
+  return target, name
 end
 
--- Runs req (checked) in container `id` on engine `eng`; `name` names the
--- service in messages. Shared with the swarm backend (a task's container on
--- its node's daemon).
-function M.exec_in(eng, id, name, req, opts)
+-- Moves bytes both ways until the command's output ends. Returns true, or
+-- nil, message, code ("timeout", "interrupted", or the transport's).
+local function pump(eng, raw, exec_id, feed, req, opts, deadline)
+  local pending, pos -- input taken but not yet sent
+  local in_open = req.stdin ~= nil or opts.stdin_fd ~= nil
+  if req.stdin ~= nil then
+    pending, pos = req.stdin, 1
+    if #pending == 0 then pending = nil end
+  end
+  local fd = opts.stdin_fd
+  local function end_input()
+    in_open = false
+    pending = nil
+    raw:close_write()
+  end
+  if in_open and not pending and not fd then end_input() end
+  if not in_open then raw:close_write() end
+  local console = opts.console
+  while true do
+    local left = -1
+    if deadline then
+      left = deadline - core.clock()
+      if left <= 0 then return nil, "timed out", "timeout" end
+    end
+    local watch = in_open and not pending and fd or nil
+    local readable, writable, fd_ready = raw:poll(left, pending ~= nil, watch)
+    if readable == nil then return nil, writable, fd_ready end
+    if console and console.resized() then
+      local rows, cols = console.size()
+      if rows then
+        eng:post("/exec/" .. seg(exec_id) .. "/resize", {h = rows, w = cols}, nil, {timeout = 5})
+      end
+    end
+    if writable and pending then
+      local n = raw:send(pending, pos)
+      if not n then
+        -- the far side stopped taking input (the command ended or closed
+        -- its stdin): keep reading its output to the end
+        in_open, pending = false, nil
+      else
+        pos = pos + n
+        if pos > #pending then
+          pending = nil
+          if not fd then end_input() end
+        end
+      end
+    end
+    if fd_ready and in_open and not pending then
+      local chunk = core.read_fd(fd, 65536)
+      if chunk == nil or chunk == "" then
+        end_input()
+      else
+        pending, pos = chunk, 1
+      end
+    end
+    if readable then
+      local chunk, rerr, rcode = raw:read(0)
+      if chunk == nil then
+        if rerr then return nil, rerr, rcode end
+        return true
+      end
+      if chunk then
+        local ok, ferr = feed(chunk)
+        if not ok then return nil, ferr, "protocol" end
+      end
+    end
+    if core.interrupted() then return nil, "interrupted", "interrupted" end
+  end
+end
+
+local function exec(self, instance_id, req, opts)
   opts = opts or {}
+  local ok, err = project.validate_id(instance_id)
+  if not ok then return nil, err, "invalid" end
+  ok, err = check_request(req)
+  if not ok then return nil, "invalid request: " .. err, "invalid" end
+  ok, err = check_opts(opts)
+  if not ok then return nil, "invalid options: " .. err, "invalid" end
+  local eng = self.engine
+  local deadline = opts.timeout and (core.clock() + opts.timeout)
+  -- the time left for one more call to the daemon (never more than the
+  -- client's own per-request timeout)
+  local function left()
+    if not deadline then return nil end
+    return math.max(0.001, math.min(deadline - core.clock(), self.cfg.timeout or 60))
+  end
+  local function timed_out(name, killed, kerr)
+    return nil, string.format("exec in service %s timed out after %s s (%s)", name,
+      opts.timeout, killed and "the command was killed"
+        or ("the command may still be running: killing it failed: " .. tostring(kerr))), "timeout"
+  end
+
+  local target, name, tcode = find_target(eng, instance_id, req.service or req.service_name, left())
+  if not target then return nil, name, tcode end
+  if deadline and core.clock() >= deadline then return timed_out(name, true) end
+
   local tty = req.tty == true
-  local created, cerr, ccode = eng:post("/containers/" .. seg(id) .. "/exec", nil, {
-    AttachStdin = req.stdin ~= nil, AttachStdout = true, AttachStderr = true, Tty = tty,
-    Cmd = req.command,
-  })
+  local token = new_token()
+  local created, cerr, ccode = eng:post("/containers/" .. seg(target.Id) .. "/exec", nil, {
+    AttachStdin = req.stdin ~= nil or opts.stdin_fd ~= nil, AttachStdout = true,
+    AttachStderr = true, Tty = tty, Cmd = req.command, Env = {M.TOKEN_VAR .. "=" .. token},
+  }, {timeout = left()})
   if not created then
     if ccode == "conflict" then ccode = "not_running" end
     return nil, "exec in service " .. name .. ": " .. cerr, ccode
@@ -108,58 +317,60 @@ function M.exec_in(eng, id, name, req, opts)
   local version, verr, vcode = eng:api_version()
   if not version then return nil, verr, vcode end
   local raw, rerr, rcode = eng.client:hijack("POST", "/v" .. version .. "/exec/" .. seg(created.Id)
-    .. "/start", string.format('{"Detach":false,"Tty":%s}', tty and "true" or "false"))
-  if not raw then return nil, "exec in service " .. name .. ": " .. rerr, rcode end
-  if req.stdin ~= nil then
-    local wok, werr, wcode = raw:write(req.stdin)
-    if not wok then
-      raw:close()
-      return nil, werr, wcode
+    .. "/start", string.format('{"Detach":false,"Tty":%s}', tty and "true" or "false"),
+    {timeout = left()})
+  if not raw then
+    if rcode == "timeout" and deadline then
+      return timed_out(name, kill_command(eng, target.Id, created.Id, token))
+    end
+    return nil, "exec in service " .. name .. ": " .. rerr, rcode
+  end
+  if tty and opts.console then
+    local rows, cols = opts.console.size()
+    if rows then
+      -- the daemon waits for the process to start before it resizes
+      eng:post("/exec/" .. seg(created.Id) .. "/resize", {h = rows, w = cols}, nil,
+        {timeout = left() or 10})
     end
   end
-  raw:close_write()
 
-  local outs = {stdout = {}, stderr = {}}
+  local max = opts.max_output or self.cfg.exec_output_max or 4 * 1024 * 1024
+  local collect = opts.collect ~= false
+  local keep = {stdout = collector(collect and max or 0), stderr = collector(collect and max or 0)}
+  local on_output = opts.on_output
   local function out(stream, bytes)
-    local t = outs[stream]
-    t[#t + 1] = bytes
-    if opts.on_output then opts.on_output(stream, bytes) end
+    if collect then keep[stream].add(bytes) end
+    if on_output then on_output(stream, bytes) end
   end
   local feed = tty and function(chunk) out("stdout", chunk) return true end or frame_splitter(out)
-  local deadline = opts.timeout and (core.clock() + opts.timeout)
-  while true do
-    local left = deadline and math.max(0, deadline - core.clock()) or nil
-    local chunk, e2, c2 = raw:read(left)
-    if chunk == false then
-      raw:close()
-      return nil, string.format("exec in service %s timed out after %s s (the command may "
-        .. "still be running)", name, opts.timeout), "timeout"
-    end
-    if chunk == nil then
-      if e2 then
-        raw:close()
-        return nil, e2, c2
-      end
-      break
-    end
-    local fok, ferr = feed(chunk)
-    if not fok then
-      raw:close()
-      return nil, ferr, "protocol"
-    end
-  end
+
+  local pok, perr, pcode = pump(eng, raw, created.Id, feed, req, opts, deadline)
   raw:close()
-  -- the exit code; the process may take a moment to be reaped
-  local info
-  for _ = 1, 100 do
-    local ierr, icode
-    info, ierr, icode = eng:get("/exec/" .. seg(created.Id) .. "/json")
-    if not info then return nil, ierr, icode end
-    if not info.Running then break end
-    core.sleep(0.05)
+  if not pok then
+    if pcode == "timeout" or pcode == "interrupted" then
+      local killed, kerr = kill_command(eng, target.Id, created.Id, token)
+      if pcode == "timeout" then return timed_out(name, killed, kerr) end
+      return nil, "exec in service " .. name .. ": interrupted" .. (killed
+        and " (the command was killed)" or (" (killing the command failed: " .. tostring(kerr)
+        .. ")")), "interrupted"
+    end
+    return nil, "exec in service " .. name .. ": " .. tostring(perr), pcode
   end
-  return {exit_code = info.ExitCode or -1, stdout = table.concat(outs.stdout),
-    stderr = table.concat(outs.stderr)}
+  -- the exit code; the process may take a moment to be reaped
+  local info, ierr, icode = wait_exit(eng, created.Id, deadline and math.max(0.1,
+    deadline - core.clock()) or 10)
+  if not info then return nil, ierr, icode end
+  if info.Running then
+    if deadline and core.clock() >= deadline then
+      return timed_out(name, kill_command(eng, target.Id, created.Id, token))
+    end
+    return nil, string.format("exec in service %s: its output ended but the command is still "
+      .. "running", name), "protocol"
+  end
+  local stdout, stdout_truncated = keep.stdout.result()
+  local stderr, stderr_truncated = keep.stderr.result()
+  return {exit_code = info.ExitCode or -1, stdout = stdout, stderr = stderr,
+    stdout_truncated = collect and stdout_truncated, stderr_truncated = collect and stderr_truncated}
 end
 
 function M.install(docker)

@@ -92,15 +92,16 @@ end
 function project.provider_ref(id) return "docker:cp-" .. id end
 
 -- Lists the project's containers (all states), as /containers/json returns
--- them. Returns the list, or nil, message, code.
+-- them. Returns the list, or nil, message, code. opts: the request's
+-- options (timeout).
 -- Both labels must match (Docker ANDs label filters): a container is a
 -- member only when labelled for this very instance.
-function project.members(eng, id)
+function project.members(eng, id, opts)
   return eng:get("/containers/json", {
     all = true,
     filters = engine.filters({label = {project.LABEL.project .. "=" .. project.name(id),
       project.LABEL.instance .. "=" .. id}}),
-  })
+  }, opts)
 end
 
 -- The service a listed container belongs to.

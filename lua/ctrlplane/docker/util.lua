@@ -42,35 +42,67 @@ end
 
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
--- Standard base64 with padding, as Go's encoding/json writes []byte.
-function util.base64(s)
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local n = (a << 16) | ((b or 0) << 8) | (c or 0)
-    local k = #out
-    out[k + 1] = B64:sub((n >> 18) + 1, (n >> 18) + 1)
-    out[k + 2] = B64:sub(((n >> 12) & 63) + 1, ((n >> 12) & 63) + 1)
-    out[k + 3] = b and B64:sub(((n >> 6) & 63) + 1, ((n >> 6) & 63) + 1) or "="
-    out[k + 4] = c and B64:sub((n & 63) + 1, (n & 63) + 1) or "="
+-- 12 bits -> two base64 characters, built once.
+local B64_PAIRS
+local function b64_pairs()
+  if not B64_PAIRS then
+    B64_PAIRS = {}
+    for n = 0, 4095 do
+      B64_PAIRS[n] = B64:sub((n >> 6) + 1, (n >> 6) + 1) .. B64:sub((n & 63) + 1, (n & 63) + 1)
+    end
   end
-  return table.concat(out)
+  return B64_PAIRS
+end
+
+-- Standard base64 with padding, as Go's encoding/json writes []byte.
+-- Works in blocks so the transient memory stays near the output's size
+-- (a table of one string per character cost ~30 bytes per byte encoded).
+function util.base64(s)
+  local pairs12 = b64_pairs()
+  local blocks = {}
+  local whole = #s - #s % 3
+  local BLOCK = 3 * 4096
+  for start = 1, whole, BLOCK do
+    local out = {}
+    for i = start, math.min(start + BLOCK - 1, whole), 3 do
+      local a, b, c = s:byte(i, i + 2)
+      local n = (a << 16) | (b << 8) | c
+      out[#out + 1] = pairs12[n >> 12] .. pairs12[n & 4095]
+    end
+    blocks[#blocks + 1] = table.concat(out)
+  end
+  local a, b = s:byte(whole + 1, whole + 2)
+  if a then
+    local n = (a << 16) | ((b or 0) << 8)
+    blocks[#blocks + 1] = pairs12[n >> 12]
+      .. (b and B64:sub(((n >> 6) & 63) + 1, ((n >> 6) & 63) + 1) or "=") .. "="
+  end
+  return table.concat(blocks)
 end
 
 function util.unbase64(s)
   local map = {}
   for i = 1, 64 do map[B64:byte(i)] = i - 1 end
   s = s:gsub("[^%w%+/=]", "")
-  local out = {}
-  for i = 1, #s, 4 do
-    local c1, c2, c3, c4 = s:byte(i, i + 3)
-    local n = ((map[c1] or 0) << 18) | ((map[c2] or 0) << 12)
-      | ((c3 and map[c3] or 0) << 6) | (c4 and map[c4] or 0)
-    out[#out + 1] = string.char((n >> 16) & 255)
-    if c3 and c3 ~= 61 then out[#out + 1] = string.char((n >> 8) & 255) end
-    if c4 and c4 ~= 61 then out[#out + 1] = string.char(n & 255) end
+  local blocks = {}
+  local BLOCK = 4 * 4096
+  for start = 1, #s, BLOCK do
+    local out = {}
+    for i = start, math.min(start + BLOCK - 1, #s), 4 do
+      local c1, c2, c3, c4 = s:byte(i, i + 3)
+      local n = ((map[c1] or 0) << 18) | ((map[c2] or 0) << 12)
+        | ((c3 and map[c3] or 0) << 6) | (c4 and map[c4] or 0)
+      if c4 and c4 ~= 61 then
+        out[#out + 1] = string.char((n >> 16) & 255, (n >> 8) & 255, n & 255)
+      elseif c3 and c3 ~= 61 then
+        out[#out + 1] = string.char((n >> 16) & 255, (n >> 8) & 255)
+      else
+        out[#out + 1] = string.char((n >> 16) & 255)
+      end
+    end
+    blocks[#blocks + 1] = table.concat(out)
   end
-  return table.concat(out)
+  return table.concat(blocks)
 end
 
 return util
