@@ -210,21 +210,32 @@ end
 
 -- Moves bytes both ways until the command's output ends. Returns true, or
 -- nil, message, code ("timeout", "interrupted", or the transport's).
+--
+-- The end of the input: without a TTY the write side is closed, so the
+-- command reads end of file. With a TTY, Docker would close the output too
+-- when the write side closes, losing what the command prints afterwards; so
+-- the end is typed instead, as on a terminal: Ctrl-D (twice when the line
+-- is not empty), and the connection stays open until the command ends.
 local function pump(eng, raw, exec_id, feed, req, opts, deadline)
-  local pending, pos -- input taken but not yet sent
-  local in_open = req.stdin ~= nil or opts.stdin_fd ~= nil
-  if req.stdin ~= nil then
-    pending, pos = req.stdin, 1
-    if #pending == 0 then pending = nil end
-  end
+  local tty = req.tty == true
   local fd = opts.stdin_fd
-  local function end_input()
-    in_open = false
-    pending = nil
-    raw:close_write()
+  local in_open = req.stdin ~= nil or fd ~= nil
+  local pending, pos = nil, 1 -- input taken but not yet sent
+  local closing = false       -- pending is the end-of-input keys
+  local last = "\n"           -- the last byte sent
+  local function source_done()
+    if tty then
+      pending, pos, closing = (last == "\n" or last == "\r") and "\4" or "\4\4", 1, true
+    else
+      in_open, pending = false, nil
+      raw:close_write()
+    end
   end
-  if in_open and not pending and not fd then end_input() end
-  if not in_open then raw:close_write() end
+  if not in_open then
+    raw:close_write()
+  elseif req.stdin ~= nil then
+    if #req.stdin > 0 then pending = req.stdin else source_done() end
+  end
   local console = opts.console
   while true do
     local left = -1
@@ -250,15 +261,20 @@ local function pump(eng, raw, exec_id, feed, req, opts, deadline)
       else
         pos = pos + n
         if pos > #pending then
-          pending = nil
-          if not fd then end_input() end
+          last = pending:sub(-1)
+          pending, pos = nil, 1
+          if closing then
+            in_open = false
+          elseif not fd then
+            source_done()
+          end
         end
       end
     end
     if fd_ready and in_open and not pending then
       local chunk = core.read_fd(fd, 65536)
       if chunk == nil or chunk == "" then
-        end_input()
+        source_done()
       else
         pending, pos = chunk, 1
       end

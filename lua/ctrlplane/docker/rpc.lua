@@ -6,13 +6,14 @@
 -- contract's JSON shapes: provision (ProvisionRequest), deploy
 -- (DeployRequest), deprovision/start/stop/restart/status/resources
 -- ({instance_id}), rollback ({instance_id, release_id}), scale
--- ({instance_id, spec}), exec ({instance_id, request}), logs ({instance_id,
+-- ({instance_id, spec}), exec ({instance_id, request, timeout?}), logs ({instance_id,
 -- opts}), info, capabilities, health_check; plus logs.cancel
 -- ({subscription}) for a followed log stream.
 --
 -- Errors: -32700 parse error, -32600 invalid request, -32601 unknown
 -- method, -32602 invalid params (data.errors names each field), -32000 the
 -- operation failed; data.code is always the runtime's stable error code.
+local config = require("ctrlplane.docker.config")
 local core = require("ctrlplane.docker.core")
 local json = require("ctrlplane.docker.json")
 local util = require("ctrlplane.docker.util")
@@ -134,10 +135,23 @@ rpc.methods = {
       end
       call.stdin = util.unbase64(req.stdin)
     end
-    local res, err, code, errors = p:exec(id, call)
+    -- bounded: a timeout (params.timeout, default the exec_timeout setting)
+    -- ends the command, and each stream keeps at most exec_output_max bytes
+    local timeout = p.cfg.exec_timeout
+    local t = type(params) == "table" and params.timeout
+    if t ~= nil and t ~= false and t ~= json.null then
+      local secs = config.seconds(t, "params.timeout")
+      if not secs or secs <= 0 or secs > 1e9 then
+        return nil, bad_params("params.timeout: expected a duration (\"30s\", nanoseconds or "
+          .. "seconds) more than 0", "timeout")
+      end
+      timeout = secs
+    end
+    local res, err, code, errors = p:exec(id, call, {timeout = timeout})
     if res == nil then return nil, op_error(err, code, errors) end
     return {exit_code = res.exit_code, stdout = util.base64(res.stdout),
-      stderr = util.base64(res.stderr)}
+      stderr = util.base64(res.stderr), stdout_truncated = res.stdout_truncated,
+      stderr_truncated = res.stderr_truncated}
   end,
 }
 
