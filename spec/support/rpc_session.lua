@@ -8,11 +8,14 @@ Session.__index = Session
 
 local M = {}
 
-function M.start(args)
+-- env: optional settings for the server, {NAME = value}
+function M.start(args, env)
   local dir = (helper.sh("mktemp -d")):gsub("%s+$", "")
   assert(os.execute("mkfifo " .. dir .. "/in"))
-  assert(os.execute(string.format("./cpdocker serve %s < %s/in > %s/out 2> %s/err & echo $! > %s/pid",
-    args or "", dir, dir, dir, dir)))
+  local vars = {}
+  for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "='" .. tostring(v) .. "'" end
+  assert(os.execute(string.format("%s./cpdocker serve %s < %s/in > %s/out 2> %s/err & echo $! > %s/pid",
+    #vars > 0 and ("env " .. table.concat(vars, " ") .. " ") or "", args or "", dir, dir, dir, dir)))
   local s = setmetatable({dir = dir, buf = "", msgs = {}, next_id = 0}, Session)
   s.w = assert(io.open(dir .. "/in", "w")) -- blocks until the server opens its end
   for _ = 1, 100 do
