@@ -35,7 +35,7 @@ end
 -- The bound for cpdocker's peak RSS while 100 MB stream through it. Under
 -- ASan (make asan-all swaps in an instrumented cpdocker) the allocator's
 -- quarantine is held small so the bound still means something.
-local RSS_LIMIT_KB = os.getenv("ASAN_OPTIONS") and 160 * 1024 or 64 * 1024
+local RSS_LIMIT_KB = os.getenv("ASAN_OPTIONS") and 96 * 1024 or 64 * 1024
 local ASAN_ENV = os.getenv("ASAN_OPTIONS")
   and ("ASAN_OPTIONS='" .. os.getenv("ASAN_OPTIONS") .. ":quarantine_size_mb=4'") or ""
 

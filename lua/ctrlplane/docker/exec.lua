@@ -58,6 +58,7 @@ for round in 1 2; do
     fi
   done
 done
+exit 0
 ]]
 
 local counter = 0
@@ -151,11 +152,10 @@ local function kill_command(eng, container_id, exec_id, token)
   local info
   if ok then
     local kinfo = wait_exit(eng, created.Id, 5)
-    if kinfo and kinfo.ExitCode ~= 0 then
-      err = "the killing exec exited with " .. tostring(kinfo.ExitCode)
-    end
+    local kerr = kinfo and kinfo.ExitCode ~= 0
+      and ("the killing exec (sh in the container) exited with " .. tostring(kinfo.ExitCode))
     info, err = wait_exit(eng, exec_id, 3)
-    if info and info.Running then err = "it is still running" end
+    if info and info.Running then err = kerr or "it is still running" end
   end
   if info and not info.Running then return true end
   return nil, err or "unknown error"
