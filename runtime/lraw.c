@@ -20,12 +20,15 @@
  *
  * The local terminal, for interactive exec (functions of the core module):
  *   core.tty_raw(fd)       -> true | nil, msg: raw mode (no echo, no line
- *       editing, no signals from keys), the previous mode saved; SIGTERM and
- *       SIGHUP then set core.interrupted() instead of killing the process, and
- *       the mode is restored at exit whatever happens
+ *       editing, no signals from keys), the previous mode saved and restored
+ *       at exit whatever happens
  *   core.tty_restore()     -> the saved mode and signal handlers back
  *   core.tty_size(fd)      -> rows, columns | nil, msg
  *   core.tty_resized()     -> true once after each SIGWINCH (while raw)
+ *   core.hold_signals(on)  -> while on, SIGTERM and SIGHUP set
+ *       core.interrupted() instead of ending the process (so an exec can
+ *       clean up: kill its command, restore the terminal) and SIGPIPE is
+ *       ignored (a write to a closed pipe fails with EPIPE instead)
  */
 #define _DEFAULT_SOURCE /* SIGWINCH, TIOCGWINSZ */
 #include "http.h"
@@ -412,14 +415,16 @@ static int l_raw_poll(lua_State *L) {
 
 static struct termios tty_saved;
 static int tty_saved_fd = -1;
-static struct sigaction tty_old_term, tty_old_hup, tty_old_winch;
+static struct sigaction tty_old_winch;
+static struct sigaction hold_old_term, hold_old_hup, hold_old_pipe;
+static int holding = 0;
 
 static void tty_on_winch(int sig) {
   (void)sig;
   raw_winch = 1;
 }
 
-static void tty_on_stop(int sig) {
+static void on_stop_signal(int sig) {
   (void)sig;
   cp_interrupted = 1;
 }
@@ -427,8 +432,6 @@ static void tty_on_stop(int sig) {
 static void tty_restore(void) {
   if (tty_saved_fd < 0) return;
   tcsetattr(tty_saved_fd, TCSADRAIN, &tty_saved);
-  sigaction(SIGTERM, &tty_old_term, NULL);
-  sigaction(SIGHUP, &tty_old_hup, NULL);
   sigaction(SIGWINCH, &tty_old_winch, NULL);
   tty_saved_fd = -1;
 }
@@ -454,9 +457,6 @@ static int l_tty_raw(lua_State *L) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sigemptyset(&sa.sa_mask);
-  sa.sa_handler = tty_on_stop;
-  sigaction(SIGTERM, &sa, &tty_old_term);
-  sigaction(SIGHUP, &sa, &tty_old_hup);
   sa.sa_handler = tty_on_winch;
   sigaction(SIGWINCH, &sa, &tty_old_winch);
   tty_saved_fd = fd;
@@ -474,6 +474,28 @@ static int l_tty_restore(lua_State *L) {
   lua_pushboolean(L, tty_saved_fd >= 0);
   tty_restore();
   return 1;
+}
+
+/* core.hold_signals(true|false) */
+static int l_hold_signals(lua_State *L) {
+  int on = lua_toboolean(L, 1);
+  if (on && !holding) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGTERM, &sa, &hold_old_term);
+    sigaction(SIGHUP, &sa, &hold_old_hup);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, &hold_old_pipe);
+    holding = 1;
+  } else if (!on && holding) {
+    sigaction(SIGTERM, &hold_old_term, NULL);
+    sigaction(SIGHUP, &hold_old_hup, NULL);
+    sigaction(SIGPIPE, &hold_old_pipe, NULL);
+    holding = 0;
+  }
+  return 0;
 }
 
 static int l_tty_size(lua_State *L) {
@@ -499,7 +521,7 @@ void cp_open_raw(lua_State *L) {
                                      {"close", l_raw_gc},    {NULL, NULL}};
   static const luaL_Reg tty_funcs[] = {{"tty_raw", l_tty_raw},   {"tty_restore", l_tty_restore},
                                        {"tty_size", l_tty_size}, {"tty_resized", l_tty_resized},
-                                       {NULL, NULL}};
+                                       {"hold_signals", l_hold_signals}, {NULL, NULL}};
   luaL_setfuncs(L, tty_funcs, 0); /* on the core module table */
   luaL_newmetatable(L, RAW_MT);
   lua_newtable(L);

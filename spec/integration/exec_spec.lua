@@ -85,7 +85,7 @@ describe("exec", function()
     assert.is_nil(res)
     assert.are.equal("timeout", code)
     assert.matches("timed out", err)
-    assert.is_true(helper.clock() - t0 < 3)
+    assert.is_true(helper.clock() - t0 < 15) -- the kill is a second exec: bounded, not instant
   end)
 
   it("rejects a bad request", function()

@@ -160,28 +160,46 @@ describe("exec streaming", function()
     assert.are.same({}, processes(p, id, "sleep 1003"))
   end)
 
-  it("kills the command when cpdocker exec is interrupted (Ctrl-C)", function()
-    os.remove(tmp .. ".pid")
-    assert(os.execute(string.format("(sh -c 'echo $$ > %s.pid; exec ./cpdocker exec %s -- sleep 1004'"
-      .. " > /dev/null 2> %s.err; echo $? >> %s.err) &", tmp, id, tmp, tmp)))
-    local pid
-    for _ = 1, 200 do
-      local f = io.open(tmp .. ".pid")
-      pid = f and f:read("l")
-      if f then f:close() end
-      if pid and #processes(p, id, "sleep 1004") > 0 then break end
-      helper.sleep(0.05)
-    end
-    assert.are.equal(1, #processes(p, id, "sleep 1004"))
-    assert(os.execute("kill -INT " .. pid))
-    local text
-    for _ = 1, 300 do
-      text = assert(io.open(tmp .. ".err")):read("a")
-      if text:find("%d+\n$") then break end
-      helper.sleep(0.05)
-    end
-    assert.matches("interrupted %(the command was killed%) %[interrupted%]\n1\n$", text)
-    assert.are.same({}, processes(p, id, "sleep 1004"))
+  for _, sig in ipairs({"INT", "TERM", "HUP"}) do
+    it("kills the command when cpdocker exec gets SIG" .. sig, function()
+      local cmd = "sleep 100" .. ({INT = 4, TERM = 7, HUP = 8})[sig]
+      os.remove(tmp .. ".pid")
+      os.remove(tmp .. ".err")
+      assert(os.execute(string.format("(sh -c 'echo $$ > %s.pid; exec ./cpdocker exec %s -- %s'"
+        .. " > /dev/null 2> %s.err; echo $? >> %s.err) &", tmp, id, cmd, tmp, tmp)))
+      local pid
+      for _ = 1, 200 do
+        local f = io.open(tmp .. ".pid")
+        pid = f and f:read("l")
+        if f then f:close() end
+        if pid and #processes(p, id, cmd) > 0 then break end
+        helper.sleep(0.05)
+      end
+      assert.are.equal(1, #processes(p, id, cmd))
+      assert(os.execute("kill -" .. sig .. " " .. pid))
+      local text
+      for _ = 1, 300 do
+        local f = io.open(tmp .. ".err")
+        text = f and f:read("a") or ""
+        if f then f:close() end
+        if text:find("%d+\n$") then break end
+        helper.sleep(0.05)
+      end
+      assert.matches("interrupted %(the command was killed%) %[interrupted%]\n1\n$", text)
+      assert.are.same({}, processes(p, id, cmd))
+    end)
+  end
+
+  it("kills the command when the reader of its output goes away (| head -1)", function()
+    local out, rc = helper.sh("{ ./cpdocker exec " .. id .. " -- sh -c 'yes | head -c 50000000; sleep 1009';"
+      .. " echo $? > " .. tmp .. ".st; } | head -1")
+    assert.are.equal(0, rc)
+    assert.are.equal("y\n", out)
+    local st = assert(io.open(tmp .. ".st")):read("a")
+    os.remove(tmp .. ".st")
+    assert.are.equal("141\n", st) -- as for a program killed by SIGPIPE, and no message
+    assert.are.same({}, processes(p, id, "sleep 1009"))
+    assert.are.same({}, processes(p, id, "yes"))
   end)
 
   it("rejects a bad --timeout before touching the engine", function()

@@ -63,21 +63,28 @@ stderr_truncated say whether any were dropped.]],
         xopts.collect = false
         xopts.on_output = function(stream, bytes)
           local f = stream == "stderr" and ctx.stderr or ctx.stdout
-          f:write(bytes)
-          f:flush()
+          local ok, werr = f:write(bytes)
+          if ok then ok, werr = f:flush() end
+          if not ok then return false, "writing its " .. stream .. ": " .. tostring(werr) end
         end
       end
       local p, err = ctx:provider()
       if not p then return ctx:fail(err) end
+      -- Ctrl-C, SIGTERM, SIGHUP and a closed output pipe end the exec
+      -- through its cleanup (the command is killed, the terminal restored)
       core.catch_interrupts(true)
+      core.hold_signals(true)
       local res, eerr, code
       if opts.i and opts.t and core.isatty(0) then
         res, eerr, code = with_raw_terminal(p, args[1], req, xopts)
       else
         res, eerr, code = p:exec(args[1], req, xopts)
       end
+      core.hold_signals(false)
       core.catch_interrupts(false)
       core.interrupted(true)
+      -- like a program killed by SIGPIPE, without a message: the reader left
+      if code == "output_closed" then return 141 end
       if not res then return ctx:fail_op("exec " .. args[1], eerr, code) end
       if ctx.json_out then
         ctx:json({exit_code = res.exit_code, stdout = util.base64(res.stdout),

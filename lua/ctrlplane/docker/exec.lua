@@ -17,7 +17,9 @@
 --                inside the container (see kill_command) and the call fails
 --                with code "timeout".
 --   on_output    fn(stream, bytes), called as output arrives ("stdout" or
---                "stderr"; with a TTY everything is "stdout")
+--                "stderr"; with a TTY everything is "stdout"); returning
+--                false, message stops the exec: the command is killed and
+--                the call fails with code "output_closed"
 --   collect      false: keep no output in the result (for callers that
 --                stream it with on_output; memory then stays bounded)
 --   max_output   the most bytes of each stream kept in the result (default
@@ -68,8 +70,8 @@ local function new_token()
 end
 
 -- Splits Docker's multiplexed frames as bytes arrive; calls out(stream,
--- bytes) for each payload piece. Returns a feed function and a check that
--- nothing is left half-read.
+-- bytes) for each payload piece (out returns nil, message, code to stop).
+-- Returns a feed function and a check that nothing is left half-read.
 local function frame_splitter(out)
   local buf = ""
   local function feed(chunk)
@@ -77,9 +79,10 @@ local function frame_splitter(out)
     local pos = 1
     while #buf - pos + 1 >= 8 do
       local stream, size = string.unpack(">BxxxI4", buf, pos)
-      if stream > 2 then return nil, "malformed stream header from the Docker daemon" end
+      if stream > 2 then return nil, "malformed stream header from the Docker daemon", "protocol" end
       if #buf - pos + 1 < 8 + size then break end
-      out(stream == 2 and "stderr" or "stdout", buf:sub(pos + 8, pos + 7 + size))
+      local ok, err, code = out(stream == 2 and "stderr" or "stdout", buf:sub(pos + 8, pos + 7 + size))
+      if not ok then return nil, err, code end
       pos = pos + 8 + size
     end
     buf = buf:sub(pos)
@@ -286,8 +289,8 @@ local function pump(eng, raw, exec_id, feed, req, opts, deadline)
         return true
       end
       if chunk then
-        local ok, ferr = feed(chunk)
-        if not ok then return nil, ferr, "protocol" end
+        local ok, ferr, fcode = feed(chunk)
+        if not ok then return nil, ferr, fcode end
       end
     end
     if core.interrupted() then return nil, "interrupted", "interrupted" end
@@ -356,19 +359,23 @@ local function exec(self, instance_id, req, opts)
   local on_output = opts.on_output
   local function out(stream, bytes)
     if collect then keep[stream].add(bytes) end
-    if on_output then on_output(stream, bytes) end
+    if on_output then
+      local go_on, why = on_output(stream, bytes)
+      if go_on == false then return nil, why or "the output was closed", "output_closed" end
+    end
+    return true
   end
-  local feed = tty and function(chunk) out("stdout", chunk) return true end or frame_splitter(out)
+  local feed = tty and function(chunk) return out("stdout", chunk) end or frame_splitter(out)
 
   local pok, perr, pcode = pump(eng, raw, created.Id, feed, req, opts, deadline)
   raw:close()
   if not pok then
-    if pcode == "timeout" or pcode == "interrupted" then
+    if pcode == "timeout" or pcode == "interrupted" or pcode == "output_closed" then
       local killed, kerr = kill_command(eng, target.Id, created.Id, token)
       if pcode == "timeout" then return timed_out(name, killed, kerr) end
-      return nil, "exec in service " .. name .. ": interrupted" .. (killed
+      return nil, "exec in service " .. name .. ": " .. perr .. (killed
         and " (the command was killed)" or (" (killing the command failed: " .. tostring(kerr)
-        .. ")")), "interrupted"
+        .. ")")), pcode
     end
     return nil, "exec in service " .. name .. ": " .. tostring(perr), pcode
   end
