@@ -75,6 +75,17 @@ describe("exec -it on a terminal", function()
     assert.is_true(restored)
   end)
 
+  it("gives the command of -t (without -i) the terminal's size", function()
+    -- the size may land just after the command starts (API 1.41 has no
+    -- ConsoleSize on exec): the command looks for a few seconds
+    local out, code, restored = on_pty(31, 97, {"wait size=31 97"}, "./cpdocker exec " .. id
+      .. " -t -- sh -c 'for i in $(seq 50); do s=; stty size > /tmp/size 2>&1 && read s < /tmp/size;"
+      .. " case \"$s\" in [1-9]*\" \"[1-9]*) break;; esac; sleep 0.1; done; echo size=$s'")
+    assert.matches("size=31 97\r+\n", out)
+    assert.are.equal(0, code)
+    assert.is_true(restored)
+  end)
+
   it("ends cleanly on Ctrl-D with the command's status", function()
     local out, code, restored = on_pty(24, 80, {
       "wait # ",

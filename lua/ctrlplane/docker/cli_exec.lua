@@ -59,6 +59,11 @@ stderr_truncated say whether any were dropped.]],
       local req = {command = command, service = opts.service, tty = opts.t or false}
       local xopts = {timeout = timeout}
       if opts.i then xopts.stdin_fd = 0 end
+      if opts.t and core.isatty(1) then
+        -- the command's TTY gets the size of ours (with -i also on resize)
+        xopts.console = {size = function() return core.tty_size(1) end,
+          resized = function() return false end}
+      end
       if not ctx.json_out then
         xopts.collect = false
         xopts.on_output = function(stream, bytes)

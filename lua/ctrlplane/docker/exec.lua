@@ -36,6 +36,7 @@
 -- fails with code "interrupted".
 local core = require("ctrlplane.docker.core")
 local engine = require("ctrlplane.docker.engine")
+local json = require("ctrlplane.docker.json")
 local project = require("ctrlplane.docker.project")
 
 local M = {}
@@ -325,9 +326,15 @@ local function exec(self, instance_id, req, opts)
 
   local tty = req.tty == true
   local token = new_token()
+  -- the window size: API 1.42+ takes it at create and start (older daemons
+  -- ignore the field); for them it is also sent by resize once started
+  local rows, cols
+  if tty and opts.console then rows, cols = opts.console.size() end
+  local size = rows and cols and rows > 0 and cols > 0 and {rows, cols} or nil
   local created, cerr, ccode = eng:post("/containers/" .. seg(target.Id) .. "/exec", nil, {
     AttachStdin = req.stdin ~= nil or opts.stdin_fd ~= nil, AttachStdout = true,
     AttachStderr = true, Tty = tty, Cmd = req.command, Env = {M.TOKEN_VAR .. "=" .. token},
+    ConsoleSize = size,
   }, {timeout = left()})
   if not created then
     if ccode == "conflict" then ccode = "not_running" end
@@ -336,21 +343,17 @@ local function exec(self, instance_id, req, opts)
   local version, verr, vcode = eng:api_version()
   if not version then return nil, verr, vcode end
   local raw, rerr, rcode = eng.client:hijack("POST", "/v" .. version .. "/exec/" .. seg(created.Id)
-    .. "/start", string.format('{"Detach":false,"Tty":%s}', tty and "true" or "false"),
-    {timeout = left()})
+    .. "/start", json.encode({Detach = false, Tty = tty, ConsoleSize = size}), {timeout = left()})
   if not raw then
     if rcode == "timeout" and deadline then
       return timed_out(name, kill_command(eng, target.Id, created.Id, token))
     end
     return nil, "exec in service " .. name .. ": " .. rerr, rcode
   end
-  if tty and opts.console then
-    local rows, cols = opts.console.size()
-    if rows then
-      -- the daemon waits for the process to start before it resizes
-      eng:post("/exec/" .. seg(created.Id) .. "/resize", {h = rows, w = cols}, nil,
-        {timeout = left() or 10})
-    end
+  if size then
+    -- the daemon waits for the process to start before it resizes
+    eng:post("/exec/" .. seg(created.Id) .. "/resize", {h = rows, w = cols}, nil,
+      {timeout = left() or 10})
   end
 
   local max = opts.max_output or self.cfg.exec_output_max or 4 * 1024 * 1024
