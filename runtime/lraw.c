@@ -15,14 +15,16 @@
  *                          -> readable, writable, fd_readable | nil, msg, code
  *       waits (timeout seconds, negative: forever) until raw:read has bytes
  *       (or the end), raw:send can take bytes (want_write), or fd has input;
- *       returns early, all false, on a terminal resize (core.tty_resized)
+ *       returns early, all false, on a terminal resize (core.tty_resized);
+ *       nil, "interrupted", "interrupted" once core.interrupted() is set
  *   raw:close()
  *
  * The local terminal, for interactive exec (functions of the core module):
  *   core.tty_raw(fd)       -> true | nil, msg: raw mode (no echo, no line
  *       editing, no signals from keys), the previous mode saved and restored
  *       at exit whatever happens
- *   core.tty_restore()     -> the saved mode and signal handlers back
+ *   core.tty_restore()     -> the saved mode and SIGWINCH handler back
+ *                             (true when there was something to restore)
  *   core.tty_size(fd)      -> rows, columns | nil, msg
  *   core.tty_resized()     -> true once after each SIGWINCH (while raw)
  *   core.hold_signals(on)  -> while on, SIGTERM and SIGHUP set
