@@ -230,8 +230,9 @@ describe("exec streaming", function()
     end)
 
     it("params.timeout overrides the default; a bad one is a -32602 naming it", function()
-      local r = srv:call("exec", {instance_id = id, timeout = "3s",
-        request = {command = {"sh", "-c", "sleep 1.5; echo late"}}}, 30)
+      -- longer than the 1 s default; 30 s of room on a busy machine
+      local r = srv:call("exec", {instance_id = id, timeout = "30s",
+        request = {command = {"sh", "-c", "sleep 1.5; echo late"}}}, 60)
       assert.is_nil(r.error)
       assert.are.equal("late\n", util.unbase64(r.result.stdout))
       local bad = srv:call("exec", {instance_id = id, timeout = "soon",
@@ -241,8 +242,8 @@ describe("exec streaming", function()
     end)
 
     it("caps the output at CP_DOCKER_EXEC_OUTPUT_MAX and marks the truncation", function()
-      local r = srv:call("exec", {instance_id = id, request = {command = {"sh", "-c",
-        "head -c 50000 /dev/zero; echo e >&2"}}}, 30)
+      local r = srv:call("exec", {instance_id = id, timeout = "30s", request = {command = {"sh", "-c",
+        "head -c 50000 /dev/zero; echo e >&2"}}}, 60)
       assert.is_nil(r.error)
       assert.are.equal(1000, #util.unbase64(r.result.stdout))
       assert.is_true(r.result.stdout_truncated)
