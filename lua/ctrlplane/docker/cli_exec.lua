@@ -40,10 +40,13 @@ cpdocker exits 1. Ctrl-C (without -t) also kills the command.
 --json prints an ExecResult {exit_code, stdout, stderr} with the bytes in
 base64, as Go encodes []byte; each stream keeps at most
 CP_DOCKER_EXEC_OUTPUT_MAX bytes (default 4 MiB) and stdout_truncated /
-stderr_truncated say whether any were dropped.]],
+stderr_truncated say whether any were dropped.
+On the swarm backend the command runs in the service's first running task,
+or in --task T (a task id prefix or a slot number), on its node.]],
     args = 1,
     usage_hint = "the command goes after --, e.g. cpdocker exec ID -- ls /",
-    options = {["--service"] = "value", ["-i"] = "flag", ["-t"] = "flag", ["--timeout"] = "value"},
+    options = {["--service"] = "value", ["-i"] = "flag", ["-t"] = "flag", ["--timeout"] = "value",
+      ["--task"] = "value"},
     run = function(ctx, args, opts)
       local command = opts["--"]
       if not command or #command == 0 then
@@ -56,7 +59,8 @@ stderr_truncated say whether any were dropped.]],
           return cli.usage_error("--timeout needs seconds, more than 0 and at most 86400")
         end
       end
-      local req = {command = command, service = opts.service, tty = opts.t or false}
+      local req = {command = command, service = opts.service, tty = opts.t or false,
+        task = opts.task}
       local xopts = {timeout = timeout}
       if opts.i then xopts.stdin_fd = 0 end
       if opts.t and core.isatty(1) then

@@ -7,8 +7,9 @@
 -- connect_timeout, timeout, network, registry, publish_address,
 -- stop_timeout, init_timeout, policy_dir, scripts_dir, region, pull_policy,
 -- lock_dir, lock_timeout, max_replicas (CP_DOCKER_MAX_REPLICAS, default
--- 50), allow_privileged_ports (CP_DOCKER_ALLOW_PRIVILEGED_PORTS=1),
--- exec_timeout, exec_output_max.
+-- 50), allow_privileged_ports (CP_DOCKER_ALLOW_PRIVILEGED_PORTS=1); backend
+-- ("engine" | "swarm"), nodes ({hostname = URL} or "name=URL,..."),
+-- endpoint_mode, publish_mode (swarm); exec_timeout, exec_output_max.
 local config = {}
 
 config.DEFAULT_HOST = "unix:///var/run/docker.sock"

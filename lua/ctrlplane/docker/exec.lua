@@ -298,32 +298,48 @@ local function pump(eng, raw, exec_id, feed, req, opts, deadline)
   end
 end
 
+-- The time left before deadline for one more call to the daemon (never
+-- more than the client's own per-request timeout); nil without a deadline.
+local function time_left(eng, deadline)
+  if not deadline then return nil end
+  return math.max(0.001, math.min(deadline - core.clock(), eng.cfg and eng.cfg.timeout or 60))
+end
+
+local function timed_out(name, timeout, killed, kerr)
+  return nil, string.format("exec in service %s timed out after %s s (%s)", name, timeout,
+    killed and "the command was killed"
+      or ("the command may still be running: killing it failed: " .. tostring(kerr))), "timeout"
+end
+
 local function exec(self, instance_id, req, opts)
   opts = opts or {}
   local ok, err = project.validate_id(instance_id)
   if not ok then return nil, err, "invalid" end
-  ok, err = check_request(req)
+  ok, err = M.check_request(req)
   if not ok then return nil, "invalid request: " .. err, "invalid" end
   ok, err = check_opts(opts)
   if not ok then return nil, "invalid options: " .. err, "invalid" end
   local eng = self.engine
+  -- the timeout covers the whole exec, the container's lookup included
   local deadline = opts.timeout and (core.clock() + opts.timeout)
-  -- the time left for one more call to the daemon (never more than the
-  -- client's own per-request timeout)
-  local function left()
-    if not deadline then return nil end
-    return math.max(0.001, math.min(deadline - core.clock(), self.cfg.timeout or 60))
-  end
-  local function timed_out(name, killed, kerr)
-    return nil, string.format("exec in service %s timed out after %s s (%s)", name,
-      opts.timeout, killed and "the command was killed"
-        or ("the command may still be running: killing it failed: " .. tostring(kerr))), "timeout"
-  end
-
-  local target, name, tcode = find_target(eng, instance_id, req.service or req.service_name, left())
+  local target, name, tcode = find_target(eng, instance_id, req.service or req.service_name,
+    time_left(eng, deadline))
   if not target then return nil, name, tcode end
-  if deadline and core.clock() >= deadline then return timed_out(name, true) end
+  if deadline and core.clock() >= deadline then return timed_out(name, opts.timeout, true) end
+  return M.exec_in(eng, target.Id, name, req, opts, deadline)
+end
 
+-- Runs req (checked by M.check_request) in container `id` on engine `eng`;
+-- `name` names the service in messages; opts as for provider:exec.
+-- deadline (core.clock() time) is where opts.timeout started counting;
+-- default: now. Shared with the swarm backend (a task's container on its
+-- node's daemon).
+function M.exec_in(eng, id, name, req, opts, deadline)
+  opts = opts or {}
+  local ok, err = check_opts(opts)
+  if not ok then return nil, "invalid options: " .. err, "invalid" end
+  deadline = opts.timeout and (deadline or (core.clock() + opts.timeout)) or nil
+  local function left() return time_left(eng, deadline) end
   local tty = req.tty == true
   local token = new_token()
   -- the window size: API 1.42+ takes it at create and start (older daemons
@@ -331,7 +347,7 @@ local function exec(self, instance_id, req, opts)
   local rows, cols
   if tty and opts.console then rows, cols = opts.console.size() end
   local size = rows and cols and rows > 0 and cols > 0 and {rows, cols} or nil
-  local created, cerr, ccode = eng:post("/containers/" .. seg(target.Id) .. "/exec", nil, {
+  local created, cerr, ccode = eng:post("/containers/" .. seg(id) .. "/exec", nil, {
     AttachStdin = req.stdin ~= nil or opts.stdin_fd ~= nil, AttachStdout = true,
     AttachStderr = true, Tty = tty, Cmd = req.command, Env = {M.TOKEN_VAR .. "=" .. token},
     ConsoleSize = size,
@@ -346,7 +362,7 @@ local function exec(self, instance_id, req, opts)
     .. "/start", json.encode({Detach = false, Tty = tty, ConsoleSize = size}), {timeout = left()})
   if not raw then
     if rcode == "timeout" and deadline then
-      return timed_out(name, kill_command(eng, target.Id, created.Id, token))
+      return timed_out(name, opts.timeout, kill_command(eng, id, created.Id, token))
     end
     return nil, "exec in service " .. name .. ": " .. rerr, rcode
   end
@@ -356,7 +372,7 @@ local function exec(self, instance_id, req, opts)
       {timeout = left() or 10})
   end
 
-  local max = opts.max_output or self.cfg.exec_output_max or 4 * 1024 * 1024
+  local max = opts.max_output or (eng.cfg and eng.cfg.exec_output_max) or 4 * 1024 * 1024
   local collect = opts.collect ~= false
   local keep = {stdout = collector(collect and max or 0), stderr = collector(collect and max or 0)}
   local on_output = opts.on_output
@@ -374,8 +390,8 @@ local function exec(self, instance_id, req, opts)
   raw:close()
   if not pok then
     if pcode == "timeout" or pcode == "interrupted" or pcode == "output_closed" then
-      local killed, kerr = kill_command(eng, target.Id, created.Id, token)
-      if pcode == "timeout" then return timed_out(name, killed, kerr) end
+      local killed, kerr = kill_command(eng, id, created.Id, token)
+      if pcode == "timeout" then return timed_out(name, opts.timeout, killed, kerr) end
       return nil, "exec in service " .. name .. ": " .. perr .. (killed
         and " (the command was killed)" or (" (killing the command failed: " .. tostring(kerr)
         .. ")")), pcode
@@ -388,7 +404,7 @@ local function exec(self, instance_id, req, opts)
   if not info then return nil, ierr, icode end
   if info.Running then
     if deadline and core.clock() >= deadline then
-      return timed_out(name, kill_command(eng, target.Id, created.Id, token))
+      return timed_out(name, opts.timeout, kill_command(eng, id, created.Id, token))
     end
     return nil, string.format("exec in service %s: its output ended but the command is still "
       .. "running", name), "protocol"
