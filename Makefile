@@ -25,6 +25,8 @@ LUA_LIBS  = $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 CORE_SRC = runtime/http.c runtime/lcore.c runtime/demux.c runtime/ldemux.c
 # stats parsing and formulas, the concurrent/persistent sampler, their Lua bindings
 CORE_SRC += runtime/stats.c runtime/sampler.c runtime/lstats.c
+# container usage read from the kernel (cgroup files, /proc) and its binding
+CORE_SRC += runtime/cgroup.c runtime/lcgroup.c
 # hijacked connections (exec with stdin)
 CORE_SRC += runtime/lraw.c
 # cross-process per-instance locks (flock) and their Lua binding

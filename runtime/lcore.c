@@ -832,6 +832,7 @@ int luaopen_ctrlplane_docker_core(lua_State *L) {
   lua_setfield(L, -2, "curl_version");
   cp_open_demux(L);
   cp_open_stats(L);
+  cp_open_cgroup(L);
   cp_open_raw(L);
   cp_open_lock(L);
   return 1;

@@ -31,6 +31,9 @@ void cp_open_raw(lua_State *L);
  * table at the top of the stack. */
 void cp_open_stats(lua_State *L);
 
+/* core.cgroup_probe and core.cgroup_open, usage from the kernel (lcgroup.c). */
+void cp_open_cgroup(lua_State *L);
+
 /* core.lock, cross-process per-name locks (llock.c). */
 void cp_open_lock(lua_State *L);
 

@@ -207,7 +207,9 @@ describe("resources", function()
         for k in pairs(sums) do sums[k] = sums[k] + svc[k] end
       end
       for k, v in pairs(sums) do
-        assert.is_true(math.abs(v - u[k]) < 0.02, k .. ": " .. v .. " vs " .. u[k])
+        -- memory is in whole MB (Go int): each of the three may round by half a MB
+        local tol = k == "memory_used_mb" and 1.5 or 0.02
+        assert.is_true(math.abs(v - u[k]) <= tol, k .. ": " .. v .. " vs " .. u[k])
       end
       -- no limits set: the project may use the host's memory, not three times it
       assert.are.equal(web.memory_limit_mb, u.memory_limit_mb)
@@ -222,6 +224,12 @@ describe("resources", function()
         "network_out_mb"}) do
         assert.is_number(back[k], k)
         assert.is_number(back.services.web[k], "services.web." .. k)
+      end
+      -- Go decodes memory_used_mb and memory_limit_mb into int: no fraction on the wire
+      for _, k in ipairs({"memory_used_mb", "memory_limit_mb", "pids", "containers", "running"}) do
+        assert.are.equal("integer", math.type(back[k]), k)
+        assert.are.equal("integer", math.type(back.services.db[k]), "services.db." .. k)
+        assert.is_nil(json.encode(u[k]):find("[.eE]"), k .. " encodes as " .. json.encode(u[k]))
       end
     end)
 
@@ -260,11 +268,18 @@ describe("resources", function()
       assert.are.equal(0, u.services.job.cpu_percent)
     end)
 
-    it("fails for an unknown instance, a bad id and an unreachable daemon", function()
-      local none, err, code = p:resources(helper.instance_id("none"))
-      assert.is_nil(none)
-      assert.are.equal("not_found", code)
-      assert.matches("not found", err)
+    it("gives an instance with no containers a zero usage (as the Go provider)", function()
+      local none = assert(p:resources(helper.instance_id("none")))
+      assert.are.equal(0, none.containers)
+      assert.are.equal(0, none.running)
+      assert.are.equal(0, none.cpu_percent)
+      assert.are.equal(0, none.memory_used_mb)
+      assert.are.equal(0, none.memory_limit_mb)
+      assert.are.equal("none", none.metadata.source)
+      assert.are.same({}, json.decode(json.encode(none.services)))
+    end)
+
+    it("fails for a bad id and an unreachable daemon", function()
       local bad, berr, bcode = p:resources("../etc")
       assert.is_nil(bad)
       assert.are.equal("bad_request", bcode)
@@ -381,10 +396,16 @@ describe("resources", function()
       assert.is_true(tonumber(ms) < 1500, "top took " .. ms .. " ms to stop")
     end)
 
-    it("exits 1 for an unknown instance and 2 for bad options", function()
+    it("prints a zero usage for an instance with no containers, exits 2 for bad options",
+      function()
       local out, rc = helper.cpdocker("resources " .. helper.instance_id("nope"))
-      assert.are.equal(1, rc)
-      assert.matches("not found", out)
+      assert.are.equal(0, rc, out)
+      assert.matches("no containers: zero usage", out)
+      local jout, jrc = helper.cpdocker("resources " .. helper.instance_id("nope") .. " --json")
+      assert.are.equal(0, jrc, jout)
+      local zero = assert(json.decode(jout))
+      assert.are.equal(0, zero.containers)
+      assert.are.equal(math.type(0), math.type(zero.memory_used_mb))
       local _, rc2 = helper.cpdocker("top " .. id .. " --interval 0")
       assert.are.equal(2, rc2)
       local _, rc3 = helper.cpdocker("resources")

@@ -25,7 +25,7 @@ local ROWS = {
      b = sample({cpu_percent = 15.5, memory_used = 64 * MB, block_write = 3 * MB, pids = 4}),
      c = sample({cpu_percent = 0.25, memory_used = MB / 2})},
     HOST,
-    {cpu_percent = 95.75, memory_used_mb = 74.5, memory_limit_mb = 8192, network_in_mb = 2,
+    {cpu_percent = 95.75, memory_used_mb = 75, memory_limit_mb = 8192, network_in_mb = 2,
      network_out_mb = 1, block_write_mb = 3, pids = 6, containers = 3, running = 3},
     {web = {cpu_percent = 80, memory_used_mb = 10, containers = 1, running = 1},
      db = {memory_used_mb = 64, pids = 4}}},

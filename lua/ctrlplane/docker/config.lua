@@ -9,7 +9,8 @@
 -- lock_dir, lock_timeout, max_replicas (CP_DOCKER_MAX_REPLICAS, default
 -- 50), allow_privileged_ports (CP_DOCKER_ALLOW_PRIVILEGED_PORTS=1); backend
 -- ("engine" | "swarm"), nodes ({hostname = URL} or "name=URL,..."),
--- endpoint_mode, publish_mode (swarm); exec_timeout, exec_output_max.
+-- endpoint_mode, publish_mode (swarm); exec_timeout, exec_output_max;
+-- stats_source, stats_interval.
 local config = {}
 
 config.DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -148,6 +149,19 @@ function config.resolve(opts, getenv)
     return nil, "exec_output_max: expected a number of bytes (CP_DOCKER_EXEC_OUTPUT_MAX)"
   end
   cfg.exec_output_max = math.tointeger(omax)
+  -- cold `resources`: "auto" reads a local daemon's containers from their
+  -- cgroup files (two readings stats_interval apart), "api" always asks the daemon
+  cfg.stats_source = nonempty(opts.stats_source) or nonempty(getenv("CP_DOCKER_STATS_SOURCE"))
+    or "auto"
+  if cfg.stats_source ~= "auto" and cfg.stats_source ~= "api" then
+    return nil, "stats_source: must be auto or api (got \"" .. tostring(cfg.stats_source) .. "\")"
+  end
+  cfg.stats_interval, err = number_setting(opts, getenv, "stats_interval",
+    "CP_DOCKER_STATS_INTERVAL", 0.1)
+  if not cfg.stats_interval then return nil, err end
+  if cfg.stats_interval < 0.01 or cfg.stats_interval > 10 then
+    return nil, "stats_interval: must be between 10ms and 10s (got " .. cfg.stats_interval .. " s)"
+  end
   cfg.network = nonempty(opts.network) or nonempty(getenv("CP_DOCKER_NETWORK"))
   cfg.registry = nonempty(opts.registry) or nonempty(getenv("CP_DOCKER_REGISTRY"))
   cfg.publish_address = nonempty(opts.publish_address)

@@ -14,8 +14,16 @@
 --     memory, so a project with such a container has the host's memory as its
 --     limit; otherwise the limits add up (never above the host's memory).
 --
--- Cold calls fetch every running container's stats at once (stream=false:
--- the daemon takes ~1-2 s to supply a CPU delta, once for the whole project).
+-- Cold calls take one of two paths, named in the result's metadata.source:
+--   "cgroup": the daemon is local (unix socket) and this process can read
+--     /sys/fs/cgroup: each running container's cgroup files and the
+--     /proc/<pid>/net/dev of a process in it are read twice, `stats_interval`
+--     (0.1 s) apart, for every container at once (runtime/cgroup.c);
+--   "api": otherwise (or for a container whose files cannot be read) the
+--     daemon's stats of every running container at once (stream=false: the
+--     daemon takes ~1-2 s to supply a CPU delta, once for the whole project).
+-- Settings: stats_source "auto" (default) | "api" (CP_DOCKER_STATS_SOURCE),
+-- stats_interval seconds (CP_DOCKER_STATS_INTERVAL); per call opts.source.
 -- A Monitor keeps one stats stream per container open, follows the project's
 -- container events to pick up containers that appear or go, and answers from
 -- the samples it already holds; p:resources() uses it while it is open.
@@ -23,10 +31,15 @@
 -- ResourceUsage (snake_case JSON):
 --   {cpu_percent, memory_used_mb, memory_limit_mb, network_in_mb, network_out_mb,
 --    block_read_mb, block_write_mb, pids, containers, running, sampled_at,
+--    metadata = {source = "cgroup"|"api"|"cgroup+api"|"none", ...},
 --    services = {name = {...the same figures..., containers, running,
 --                        [network_in_rate_mb, network_out_rate_mb] (MB/s)}}}
 -- cpu_percent: 100 = one CPU busy (as `docker stats`); MB = 2^20 bytes;
 -- network figures are totals since each container started.
+-- memory_used_mb, memory_limit_mb, pids, containers and running are integers
+-- (Go decodes the first two into `int`); the other figures are numbers.
+-- An instance with no containers has a zero usage (the Go provider's answer;
+-- its metrics poller reads zero as a gap).
 local core = require("ctrlplane.docker.core")
 local engine = require("ctrlplane.docker.engine")
 local json = require("ctrlplane.docker.json")
@@ -87,9 +100,18 @@ function M.memory_limit(limits, host_memory)
   return sum
 end
 
+-- Figures Go decodes into `int`: whole numbers (memory to the nearest MB).
+local INTEGER = {memory_used_mb = true, memory_limit_mb = true, pids = true}
+
 local function finish(total, host_memory)
   total.memory_limit_mb = M.memory_limit(total._limits, host_memory) / MB
-  for _, k in ipairs(FIGURES) do total[k] = round(total[k], k == "cpu_percent" and 2 or 3) end
+  for _, k in ipairs(FIGURES) do
+    if INTEGER[k] then
+      total[k] = math.tointeger(math.floor(total[k] + 0.5))
+    else
+      total[k] = round(total[k], k == "cpu_percent" and 2 or 3)
+    end
+  end
   if total.network_in_rate_mb then
     total.network_in_rate_mb = round(total.network_in_rate_mb, 4)
     total.network_out_rate_mb = round(total.network_out_rate_mb, 4)
@@ -275,7 +297,77 @@ function M.install(docker)
     return self._stats_sampler
   end
 
-  -- opts: {one_shot = bool (no daemon wait; CPU needs an earlier call),
+  -- The kernel path's probe (cached): {version, mem_total}, or false when
+  -- the daemon is remote or the cgroup hierarchy cannot be read.
+  function Provider:_kernel()
+    if self._cgroup == nil then
+      local local_daemon = tostring(self.cfg and self.cfg.host or ""):match("^unix://") ~= nil
+      self._cgroup = local_daemon and core.cgroup_probe() or false
+    end
+    return self._cgroup
+  end
+
+  -- Samples ids from their cgroup files: two readings `interval` apart.
+  -- Returns samples (id -> usage) and failed (id -> {error, code}).
+  local function kernel_fetch(self, ids, interval)
+    local t0 = core.clock()
+    local readers = {core.cgroup_open(ids)}
+    local missing = {}
+    for id, f in pairs(readers[1]:failures()) do
+      if f.code == "not_found" then missing[#missing + 1] = id end
+    end
+    if #missing > 0 then
+      -- not where the drivers put it by default (a custom cgroup parent):
+      -- the daemon names the container's init pid, whose cgroup file names the directory
+      local calls = {}
+      for i, id in ipairs(missing) do calls[i] = {path = "/containers/" .. id .. "/json"} end
+      local targets = {}
+      for i, r in ipairs(self.engine:batch(calls)) do
+        local pid = r.value and r.value.State and math.tointeger(r.value.State.Pid)
+        if pid and pid > 0 then targets[#targets + 1] = {id = missing[i], pid = pid} end
+      end
+      if #targets > 0 then readers[2] = core.cgroup_open(targets) end
+    end
+    local wait = interval - (core.clock() - t0)
+    if wait > 0 and not core.sleep(wait) then return nil, "interrupted", "interrupted" end
+    local samples, failed = {}, {}
+    for _, reader in ipairs(readers) do
+      for id, u in pairs(reader:sample()) do
+        if u.error then
+          if not samples[id] then failed[id] = u end
+        else
+          samples[id], failed[id] = u, nil
+        end
+      end
+    end
+    return samples, failed
+  end
+
+  -- The daemon's stats of ids at once; adds them to samples.
+  local function api_fetch(self, ids, samples, opts)
+    local sampler = self:_sampler()
+    local results, ferr, fcode = sampler:fetch(ids,
+      {one_shot = opts.one_shot, timeout = opts.timeout or 30})
+    if not results then return nil, ferr, fcode end
+    local keep = {}
+    for _, id in ipairs(ids) do keep[id] = true end
+    prune(sampler, keep)
+    for id, r in pairs(results) do
+      if r.error then
+        -- gone or stopped since the listing: a gap; the daemon down: an error
+        if r.code == "unreachable" or r.code == "interrupted" then
+          return nil, r.error, r.code
+        end
+      else
+        samples[id] = r
+      end
+    end
+    return true
+  end
+
+  -- opts: {one_shot = bool (API path: no daemon wait; CPU needs an earlier call),
+  --        source = "auto"|"api" (default: the stats_source setting),
+  --        interval = seconds between the kernel path's readings,
   --        timeout = seconds}
   function Provider:resources(instance_id, opts)
     opts = opts or {}
@@ -285,32 +377,33 @@ function M.install(docker)
     if mon then return mon:usage() end
     local members, err, code = project.members(self.engine, instance_id)
     if not members then return nil, err, code end
-    if #members == 0 then
-      return nil, "instance " .. instance_id .. " not found (no containers labelled "
-        .. project.LABEL.project .. "=" .. project.name(instance_id) .. ")", "not_found"
-    end
     local ids = running_ids(members)
-    local samples = {}
-    if #ids > 0 then
-      local sampler = self:_sampler()
-      local results, ferr, fcode = sampler:fetch(ids,
-        {one_shot = opts.one_shot, timeout = opts.timeout or 30})
-      if not results then return nil, ferr, fcode end
-      local keep = {}
-      for _, id in ipairs(ids) do keep[id] = true end
-      prune(sampler, keep)
-      for id, r in pairs(results) do
-        if r.error then
-          -- gone or stopped since the listing: a gap; the daemon down: an error
-          if r.code == "unreachable" or r.code == "interrupted" then
-            return nil, r.error, r.code
-          end
-        else
-          samples[id] = r
-        end
+    local samples, meta = {}, {source = "none"}
+    local source = opts.source or (self.cfg and self.cfg.stats_source) or "auto"
+    local kernel = source ~= "api" and #ids > 0 and self:_kernel()
+    local rest = ids
+    if kernel then
+      local interval = opts.interval or (self.cfg and self.cfg.stats_interval) or 0.1
+      local failed
+      samples, failed = kernel_fetch(self, ids, interval)
+      if not samples then return nil, failed, "interrupted" end
+      rest = {}
+      for _, id in ipairs(ids) do
+        if failed[id] and failed[id].code ~= "no_process" then rest[#rest + 1] = id end
       end
+      meta = {source = "cgroup", cgroup_version = kernel.version,
+        interval_ms = math.floor(interval * 1000 + 0.5)}
     end
-    return M.aggregate(members, samples, self:_host_memory())
+    if #rest > 0 then
+      local aok, aerr, acode = api_fetch(self, rest, samples, opts)
+      if not aok then return nil, aerr, acode end
+      meta.source = kernel and "cgroup+api" or "api"
+    end
+    local host_memory = kernel and kernel.mem_total > 0 and kernel.mem_total
+      or (#ids > 0 and self:_host_memory()) or nil
+    local usage = M.aggregate(members, samples, host_memory)
+    usage.metadata = meta
+    return usage
   end
 
   -- opts: {ring = samples kept per container (8), relist = seconds between
