@@ -16,13 +16,17 @@ local function write(path, text)
   f:close()
 end
 
-local NETDEV = [[
-Inter-|   Receive                                                |  Transmit
- face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
-    lo:  999999      10    0    0    0     0          0         0   999999      10    0    0    0     0       0          0
-  eth0: %d     100    0    0    0     0          0         0  %d      50    0    0    0     0       0          0
-  eth1: 1000     1    0    0    0     0          0         0  2000      1    0    0    0     0       0          0
-]]
+local NETDEV = table.concat({
+  "Inter-|   Receive                                                |  Transmit",
+  " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo"
+    .. " colls carrier compressed",
+  "    lo:  999999      10    0    0    0     0          0         0   999999      10    0    0    0"
+    .. "     0       0          0",
+  "  eth0: %d     100    0    0    0     0          0         0  %d      50    0    0    0     0"
+    .. "       0          0",
+  "  eth1: 1000     1    0    0    0     0          0         0  2000      1    0    0    0     0"
+    .. "       0          0",
+  ""}, "\n")
 
 -- v1: one directory per controller; cpu in ns
 local function v1_tree(root, proc, rel, cpu_ns, opts)
