@@ -1,21 +1,38 @@
 #!/usr/bin/env bash
 # Provision and deprovision of the 3-service example (an init that sleeps
-# 0.2 s, a web server, a sidecar), side by side with the same project done by
-# the docker CLI and by docker-compose. Medians of ROUNDS interleaved runs.
-# Targets: provision <= 1.1x the CLI sequence and <= 0.8x `docker-compose up -d`;
-# deprovision <= 1.0x `docker rm -f` + `docker network rm`.
+# 0.2 s, a web server, a sidecar), side by side with
+#   floor:   the same Docker API calls the provision needs (network create;
+#            per wave: create, start; the init's wait), issued with curl in
+#            the same dependency order and parallelism; for deprovision the
+#            removals (in parallel) and the network's;
+#   docker:  the same project done by the docker CLI;
+#   compose: docker-compose up -d / down -v.
+# Medians of ROUNDS interleaved runs. Targets: provision <= 1.15x the floor,
+# <= 1.1x the CLI sequence and <= 0.8x `docker-compose up -d`; deprovision
+# <= 1.15x its floor and <= 1.0x `docker rm -f` + `docker network rm`.
+# Then one traced provision (CP_DOCKER_TRACE=1): where the time goes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. spec/bench/lib.sh
 ROUNDS=${ROUNDS:-7}
 command -v docker-compose >/dev/null || {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
 }
 IMG=cpdocker-test/busybox:1
 ID=inst_bench_lifecycle
+SOCK=/var/run/docker.sock
+API=http://localhost/v1.41
 WEB_CMD="trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait"
 LOG_CMD='trap '"'"'exit 0'"'"' TERM; while true; do sleep 1 & wait $!; done'
 work=$(mktemp -d)
-trap 'rm -rf "$work"; ./cpdocker deprovision $ID >/dev/null 2>&1 || true; docker rm -f b-cli-init b-cli-web b-cli-logger >/dev/null 2>&1 || true; docker network rm b-cli-net >/dev/null 2>&1 || true; (cd "$work" 2>/dev/null && docker-compose -p bcompose down -v >/dev/null 2>&1) || true' EXIT
+cleanup() {
+  ./cpdocker deprovision $ID >/dev/null 2>&1 || true
+  docker rm -f b-cli-init b-cli-web b-cli-logger b-floor-init b-floor-web b-floor-logger >/dev/null 2>&1 || true
+  docker network rm b-cli-net b-floor-net >/dev/null 2>&1 || true
+  (cd "$work" 2>/dev/null && docker-compose -p bcompose down -v >/dev/null 2>&1) || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 cat >"$work/docker-compose.yml" <<YAML
 version: "2.4"
@@ -38,8 +55,43 @@ services:
     depends_on: [web]
 YAML
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+# the floor's request bodies: what the runtime sends, less its bookkeeping labels
+body() { # name alias restart cmd [port]
+  jq -n --arg img "$IMG" --arg alias "$2" --arg restart "$3" --arg cmd "$4" --arg port "${5:-}" '{
+    Image: $img, Entrypoint: ["sh", "-c", $cmd], Labels: {"ctrlplane.bench": "1"},
+    ExposedPorts: (if $port == "" then {} else {($port + "/tcp"): {}} end),
+    HostConfig: {NetworkMode: "b-floor-net", RestartPolicy: {Name: $restart},
+      PortBindings: (if $port == "" then {} else
+        {($port + "/tcp"): [{HostIp: "127.0.0.1", HostPort: ""}]} end)},
+    NetworkingConfig: {EndpointsConfig: {"b-floor-net": {Aliases: [$alias]}}}}' >"$work/$1.json"
+}
+body init init no "sleep 0.2"
+body web web unless-stopped "$WEB_CMD" 8080
+body logger logger unless-stopped "$LOG_CMD"
+api() { # METHOD PATH [BODYFILE]
+  curl -sf --unix-socket "$SOCK" -X "$1" -H 'Content-Type: application/json' \
+    ${3:+--data-binary "@$3"} "$API$2"
+}
+floor_up() {
+  api POST /networks/create "$work/net.json" >/dev/null
+  api POST "/containers/create?name=b-floor-init" "$work/init.json" >/dev/null
+  api POST /containers/b-floor-init/start >/dev/null
+  api POST "/containers/b-floor-init/wait?condition=not-running" | grep -q '"StatusCode":0'
+  api POST "/containers/create?name=b-floor-web" "$work/web.json" >/dev/null
+  api POST /containers/b-floor-web/start >/dev/null
+  api POST "/containers/create?name=b-floor-logger" "$work/logger.json" >/dev/null
+  api POST /containers/b-floor-logger/start >/dev/null
+}
+floor_down() {
+  local pids=()
+  for c in b-floor-init b-floor-web b-floor-logger; do
+    api DELETE "/containers/$c?force=true&v=true" >/dev/null & pids+=($!)
+  done
+  wait "${pids[@]}"
+  api DELETE /networks/b-floor-net >/dev/null
+}
+echo '{"Name": "b-floor-net", "Driver": "bridge", "CheckDuplicate": true, "Labels": {"ctrlplane.bench": "1"}}' \
+  >"$work/net.json"
 
 cli_up() {
   docker network create --label ctrlplane.bench=1 b-cli-net >/dev/null
@@ -61,27 +113,27 @@ compose_down() { (cd "$work" && docker-compose -p bcompose down -v >/dev/null 2>
 
 declare -A T
 for r in $(seq 1 "$ROUNDS"); do
-  for tool in cp cli compose; do
-    t0=$(now); ${tool}_up; t1=$(now)
+  for tool in cp floor cli compose; do
+    t0=$(bench_now); ${tool}_up; t1=$(bench_now)
     sleep 0.3
-    t2=$(now); ${tool}_down; t3=$(now)
-    T[$tool.up]+="$(elapsed "$t0" "$t1") "
-    T[$tool.down]+="$(elapsed "$t2" "$t3") "
+    t2=$(bench_now); ${tool}_down; t3=$(bench_now)
+    T[$tool.up]+="$(bench_calc "$t1 - $t0") "
+    T[$tool.down]+="$(bench_calc "$t3 - $t2") "
   done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 declare -A M
-for k in "${!T[@]}"; do M[$k]=$(echo "${T[$k]}" | median); done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r <= t) ? "ok" : "MISSED" }'; }
-
+for k in "${!T[@]}"; do M[$k]=$(echo "${T[$k]}" | bench_median); done
 echo "lifecycle: 3-service project, median of $ROUNDS rounds (seconds)"
-printf '  %-12s %8s %8s %8s\n' "" cpdocker "docker" compose
-printf '  %-12s %8s %8s %8s\n' provision "${M[cp.up]}" "${M[cli.up]}" "${M[compose.up]}"
-printf '  %-12s %8s %8s %8s\n' deprovision "${M[cp.down]}" "${M[cli.down]}" "${M[compose.down]}"
-r1=$(ratio "${M[cp.up]}" "${M[cli.up]}"); r2=$(ratio "${M[cp.up]}" "${M[compose.up]}")
-r3=$(ratio "${M[cp.down]}" "${M[cli.down]}")
-echo "  provision   / docker CLI sequence      = $r1 (target <= 1.10: $(verdict "$r1" 1.10))"
-echo "  provision   / docker-compose up -d     = $r2 (target <= 0.80: $(verdict "$r2" 0.80))"
-echo "  deprovision / docker rm -f + network rm = $r3 (target <= 1.00: $(verdict "$r3" 1.00))"
+printf '  %-12s %8s %8s %8s %8s\n' "" cpdocker "floor" "docker" compose
+printf '  %-12s %8.3f %8.3f %8.3f %8.3f\n' provision "${M[cp.up]}" "${M[floor.up]}" "${M[cli.up]}" "${M[compose.up]}"
+printf '  %-12s %8.3f %8.3f %8.3f %8.3f\n' deprovision "${M[cp.down]}" "${M[floor.down]}" "${M[cli.down]}" "${M[compose.down]}"
+bench_row "provision 3 services (cpdocker)" "API floor (curl)" "${M[floor.up]}" "${M[cp.up]}" 1.15
+bench_row "provision 3 services (cpdocker)" "docker CLI sequence" "${M[cli.up]}" "${M[cp.up]}" 1.10
+bench_row "provision 3 services (cpdocker)" "docker-compose up -d" "${M[compose.up]}" "${M[cp.up]}" 0.80
+bench_row "deprovision 3 services (cpdocker)" "API floor (curl)" "${M[floor.down]}" "${M[cp.down]}" 1.15
+bench_row "deprovision 3 services (cpdocker)" "docker rm -f + network rm" "${M[cli.down]}" "${M[cp.down]}" 1.00
+
+echo "one traced provision (CP_DOCKER_TRACE=1):"
+CP_DOCKER_TRACE=1 ./cpdocker provision spec/bench/lifecycle.json 2>&1 >/dev/null | grep '^trace' | sed 's/^/  /'
+./cpdocker deprovision $ID >/dev/null

@@ -3,6 +3,7 @@
 -- conflict, bad_request, server_error, ...). Wrong argument types raise.
 local core = require("ctrlplane.docker.core")
 local json = require("ctrlplane.docker.json")
+local trace = require("ctrlplane.docker.trace")
 
 local Engine = {}
 Engine.__index = Engine
@@ -75,7 +76,9 @@ function Engine:call(method, path, query, body, opts)
   if opts then
     for k, v in pairs(opts) do o[k] = v end
   end
+  local t0 = trace.on and core.clock()
   local res, err, code, status = self.client:request(method, path, o)
+  if t0 then trace.api(method, path, t0, not res and ("failed: " .. tostring(code)) or nil) end
   if not res then return nil, M.scrub(err, code), code, status end
   return decode_response(res)
 end
@@ -101,7 +104,11 @@ function Engine:batch(calls, opts)
     if body ~= nil and type(body) ~= "string" then body = json.encode(body) end
     reqs[i] = {method = c.method or "GET", path = c.path, query = c.query, body = body}
   end
+  local t0 = trace.on and core.clock()
   local results, berr, bcode, bstatus = self.client:batch(reqs, opts)
+  if t0 then
+    for _, r in ipairs(reqs) do trace.api(r.method, r.path, t0, "(batch of " .. #reqs .. ")") end
+  end
   if not results then -- the whole batch failed (no daemon to negotiate the API version with)
     results = {}
     for i = 1, #reqs do results[i] = {error = berr, code = bcode, status = bstatus} end
@@ -133,7 +140,10 @@ function Engine:stream(method, path, query, opts)
     for k, v in pairs(opts) do o[k] = v end
   end
   if o.body ~= nil and type(o.body) ~= "string" then o.body = json.encode(o.body) end
-  return self.client:stream(method, path, o)
+  local t0 = trace.on and core.clock()
+  local stream, err, code, status = self.client:stream(method, path, o)
+  if t0 then trace.api(method, path, t0, "(stream opened)") end
+  return stream, err, code, status
 end
 
 -- Pings the daemon without the version prefix; returns the raw response.

@@ -11,6 +11,7 @@ local project = require("ctrlplane.docker.project")
 local release_history = require("ctrlplane.docker.release_history")
 local specbuild = require("ctrlplane.docker.specbuild")
 local steps = require("ctrlplane.docker.steps")
+local trace = require("ctrlplane.docker.trace")
 local validate = require("ctrlplane.docker.validate")
 
 local LABEL = project.LABEL
@@ -59,6 +60,7 @@ end
 
 function P:provision(req, opts)
   opts = opts or {}
+  trace.mark("provision: start")
   local r, verr, vcode, verrors = validate.provision(req, self.cfg)
   if not r then return nil, verr, vcode, verrors end
   r, verr, vcode, verrors = steps.check_host(self.engine, r)
@@ -67,6 +69,7 @@ function P:provision(req, opts)
   if not pol then return nil, perr, pcode end
   local waves, werr, wcode = gate.plan(pol.rollout, r.services)
   if not waves then return nil, werr, wcode end
+  trace.mark("provision: validate, policies, plan")
 
   local inst = instance_info(r)
   local ctx = new_ctx(self, inst, {on_event = opts.on_event, release = opts.release_id})
@@ -76,6 +79,7 @@ function P:provision(req, opts)
   -- what exists already, and what the re-provision policy does with it
   local existing, reps, list = members_by_service(self.engine, r.instance_id)
   if not existing then return nil, reps, list end
+  trace.mark("provision: list members")
   local actions, reasons = {}, {}
   if next(existing) then
     local desired, current = {}, {}
@@ -116,6 +120,7 @@ function P:provision(req, opts)
   end
   local ok, err, code = ensure_images(ctx, images)
   if not ok then return nil, err, code end
+  trace.mark("provision: images")
 
   local function abort(e, c)
     undo(ctx)
@@ -138,8 +143,10 @@ function P:provision(req, opts)
 
   ok, err, code = ensure_network(ctx)
   if not ok then return abort(err, code) end
+  trace.mark("provision: network")
   ok, err, code = ensure_volumes(ctx, r.services)
   if not ok then return abort(err, code) end
+  trace.mark("provision: volumes")
 
   local ids, counts, ready_specs = {}, {}, {}
   for name, a in pairs(actions) do
@@ -187,6 +194,7 @@ function P:provision(req, opts)
       ok, err, code = start_containers(ctx, to_start, ids)
       if not ok then return abort(err, code) end
     end
+    trace.mark("provision: wave " .. table.concat(wave, ","))
   end
 
   -- readiness of the long-lived services (every replica)
@@ -203,6 +211,7 @@ function P:provision(req, opts)
   local info
   info, err, code = wait_ready(ctx, live, ready_specs)
   if not info then return abort(err, code) end
+  trace.mark("provision: ready")
 
   local refs = {}
   for _, s in ipairs(r.services) do refs[s.name] = ids[s.name] end
