@@ -26,6 +26,7 @@ cleanup() {
 trap cleanup EXIT
 calc() { awk "BEGIN { printf \"%.6f\", $* }"; } # arithmetic without bc
 export LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="build/?.so;;"
+. spec/bench/lib.sh
 
 cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -o build/bench/demux_bench spec/bench/demux_bench.c runtime/demux.c
 
@@ -106,6 +107,11 @@ echo "  C demux + JSON >= 1 GB/s: $(calc "$size / $t_cj / 1e9") GB/s ($(verdict 
 echo "  cpdocker --json logs <= 1.05x curl: $(calc "$t_json / $t_curl")x ($(verdict "$t_json <= 1.05 * $t_curl"))"
 echo "  cpdocker --json logs faster than docker logs: $(calc "$t_json / $t_docker")x ($(verdict "$t_json < $t_docker"))"
 [ "$rss_kb" != "-" ] && echo "  peak RSS < 16 MB: $(calc "$rss_kb / 1024") MB ($(verdict "$rss_kb < 16384"))"
+
+mb=$(bench_calc "$size / 1000000")
+bench_row "cpdocker --json logs (${mb%.*} MB)" "curl into /dev/null" "$t_curl" "$t_json" 1.05
+bench_row "cpdocker --json logs (${mb%.*} MB)" "docker logs -t" "$t_docker" "$t_json" 1.00
+bench_row "C demux + JSON lines, offline" "Go reference demux, 150 MB/s" "$go_ref" "$t_cj" 0.15
 
 fail=0
 for n in "$api_events" "$c_events" "$cj_events" "$lt_events" "$lj_events"; do

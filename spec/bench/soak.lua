@@ -94,6 +94,13 @@ if #samples >= 3 then
   local last = samples[#samples][2]
   print(string.format("  RSS growth after warm-up (cycle %d -> %d): %d KiB (%.1f%%)",
     samples[2][1], samples[#samples][1], last - warm, (last - warm) * 100 / warm))
+  local rows = os.getenv("BENCH_ROWS")
+  if rows then -- the summary table's row (bench/lib.sh): KiB, not seconds
+    local f = assert(io.open(rows, "a"))
+    f:write(string.format("soak RSS KiB, cycle %d (%d cycles)\tRSS KiB after warm-up (cycle %d)\t%d\t%d\t1.10\n",
+      samples[#samples][1], done, samples[2][1], warm, last))
+    f:close()
+  end
 end
 p:close()
 if not ok then

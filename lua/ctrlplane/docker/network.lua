@@ -55,40 +55,78 @@ local function free_subnets(ctx, want)
   return out
 end
 
+-- A random /24 of the pool (nil when the pool is not an IPv4 /24 or wider).
+local function random_subnet(pool)
+  local base, plen = parse_cidr(pool)
+  if not base or plen > 24 then return nil end
+  local cand = base + (math.random(0, (1 << (24 - plen)) - 1) << 8)
+  return string.format("%d.%d.%d.0/24", cand >> 24, (cand >> 16) & 255, (cand >> 8) & 255)
+end
+
+local function is_overlap(err)
+  return (err or ""):lower():find("overlap", 1, true) ~= nil
+end
+
+-- The existing network of that name: used only when labelled for this very
+-- instance, else refused (the message names nothing of whoever owns it).
+local function adopt_network(ctx, name)
+  local net, err, code = ctx.eng:get("/networks/" .. seg(name))
+  if not net then return fail("inspecting network " .. name .. ": " .. err, code) end
+  local labels = net.Labels or {}
+  if labels[LABEL.instance] ~= ctx.inst.instance_id
+      or labels[LABEL.project] ~= project.name(ctx.inst.instance_id) then
+    return fail(string.format("network %s exists and does not belong to instance %s (its %s "
+      .. "label is not %q); refusing to use it", name, ctx.inst.instance_id, LABEL.instance,
+      ctx.inst.instance_id), "conflict")
+  end
+  return true
+end
+
+-- Creates the project network, or adopts it when it exists already. The
+-- create goes first (one call on the usual path; the daemon refuses a
+-- duplicate name), with a random free-looking /24 of the pool: no listing
+-- of every network on the daemon. After a few overlaps the pool is scanned
+-- for free subnets; without any the daemon picks.
+local RANDOM_TRIES = 6
+
 local function ensure_network(ctx)
   local name = project.network_name(ctx.inst.instance_id)
-  local net, err, code = ctx.eng:get("/networks/" .. seg(name))
-  if net then
-    -- only a network labelled for this very instance is used; the message
-    -- names nothing of whoever owns it
-    local labels = net.Labels or {}
-    if labels[LABEL.instance] ~= ctx.inst.instance_id
-        or labels[LABEL.project] ~= project.name(ctx.inst.instance_id) then
-      return fail(string.format("network %s exists and does not belong to instance %s (its %s "
-        .. "label is not %q); refusing to use it", name, ctx.inst.instance_id, LABEL.instance,
-        ctx.inst.instance_id), "conflict")
-    end
-    return true
-  end
-  if code ~= "not_found" then return fail("inspecting network " .. name .. ": " .. err, code) end
   local body = {
     Name = name, Driver = "bridge", CheckDuplicate = true,
     Labels = {[LABEL.instance] = ctx.inst.instance_id,
       [LABEL.project] = project.name(ctx.inst.instance_id),
       [LABEL.tenant] = ctx.inst.tenant_id or ""},
   }
-  -- an explicit subnet from the pool; a clash with a concurrent caller
-  -- moves on to the next free one, and without any the daemon picks
-  local candidates = free_subnets(ctx, 4)
-  local created, cerr, ccode
-  for i = 1, #candidates + 1 do
-    body.IPAM = candidates[i] and {Driver = "default", Config = {{Subnet = candidates[i]}}} or nil
-    created, cerr, ccode = ctx.eng:post("/networks/create", nil, body)
-    if created or not (cerr or ""):lower():find("overlap", 1, true) then break end
+  local function create(subnet)
+    body.IPAM = subnet and {Driver = "default", Config = {{Subnet = subnet}}} or nil
+    local created, cerr, ccode = ctx.eng:post("/networks/create", nil, body)
+    if created then
+      ctx.created_network = created.Id or name
+      return true
+    end
+    if ccode == "conflict" or (cerr or ""):find("already exists", 1, true) then
+      return adopt_network(ctx, name)
+    end
+    return nil, cerr, ccode
   end
-  if not created then return fail("creating network " .. name .. ": " .. cerr, ccode) end
-  ctx.created_network = created.Id or name
-  return true
+  local ok, err, code
+  for _ = 1, RANDOM_TRIES do
+    local subnet = random_subnet(ctx.cfg.subnet_pool)
+    if not subnet then break end
+    ok, err, code = create(subnet)
+    if ok or not is_overlap(err) then
+      if ok then return true end
+      return fail("creating network " .. name .. ": " .. err, code)
+    end
+  end
+  -- a crowded pool: the free subnets from a listing, then the daemon's choice
+  local candidates = free_subnets(ctx, 4)
+  for i = 1, #candidates + 1 do
+    ok, err, code = create(candidates[i])
+    if ok then return true end
+    if not is_overlap(err) then break end
+  end
+  return fail("creating network " .. name .. ": " .. err, code)
 end
 
 local function ensure_volumes(ctx, services)

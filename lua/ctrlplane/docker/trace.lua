@@ -12,6 +12,7 @@ local M = {}
 M.on = (os.getenv("CP_DOCKER_TRACE") or "") ~= "" and os.getenv("CP_DOCKER_TRACE") ~= "0"
 
 local t0, last
+if M.on then t0 = core.clock() end -- times are from the module's loading
 
 local function stamp()
   local now = core.clock()
