@@ -194,6 +194,18 @@ local function inspect_all(ctx, ids)
   return out
 end
 
+-- The containers' events that can change readiness, from a second before
+-- now (so nothing between the last inspect and the opening is missed); nil
+-- when the stream cannot be opened (the caller then polls).
+local READY_EVENTS = {"health_status", "die", "start", "restart", "oom"}
+
+local function ready_events(ctx, ids)
+  local list = {}
+  for _, id in pairs(ids) do list[#list + 1] = id end
+  return ctx.eng:stream("GET", "/events", {since = tostring(os.time() - 1),
+    filters = engine.filters({type = {"container"}, container = list, event = READY_EVENTS})})
+end
+
 -- Waits until the status policy (scripts/status.lua service()) calls every
 -- container in ids ready. The runtime only observes: each poll hands the
 -- policy the container's state with gating = true and running_for (seconds
@@ -201,6 +213,9 @@ end
 -- grace; the policy answers ready, not yet, or a final state (failed,
 -- stopped, destroying, destroyed), which fails at once with the container's
 -- last log lines. opts: {timeout, grace} or a timeout in seconds.
+-- Between inspections it waits on the containers' events stream (a health
+-- check result or an exit answers at once) until the next grace period ends,
+-- at most 0.25 s; without the stream it polls every 0.1 s.
 -- Returns {key -> inspect} of the ready containers.
 local TERMINAL = {failed = true, stopped = true, destroying = true, destroyed = true}
 
@@ -217,10 +232,16 @@ local function wait_ready(ctx, ids, specs, opts)
   end
   local deadline = core.clock() + timeout
   local seen = {} -- key -> {started_at, since}
+  local events -- nil: not opened yet; false: unavailable (poll)
+  local function finish(...)
+    if events then events:close() end
+    return ...
+  end
   while true do
     local info, err, code = inspect_all(ctx, ids)
-    if not info then return nil, err, code end
+    if not info then return finish(nil, err, code) end
     local pending, why
+    local wake = 0.25 -- seconds until a pending container's grace period ends
     for _, key in ipairs(util.sorted_keys(info)) do
       local c = info[key]
       local st = c.State or {}
@@ -235,22 +256,40 @@ local function wait_ready(ctx, ids, specs, opts)
       input.grace = grace
       input.running_for = (st.Status == "running" and s) and (now - s.since) or 0
       local r, rerr, rcode = gate.service(status, input)
-      if not r then return nil, rerr, rcode end
+      if not r then return finish(nil, rerr, rcode) end
       if TERMINAL[r.state] then
         local logs = last_lines(ctx, c.Id, 10)
-        return fail(string.format("service %s %s%s", key,
+        return finish(fail(string.format("service %s %s%s", key,
           r.message ~= "" and r.message or r.state,
           logs ~= "" and ("; last log lines:\n" .. logs) or ""),
-          (st.Health and st.Health.Status == "unhealthy") and "unhealthy" or "service_failed")
+          (st.Health and st.Health.Status == "unhealthy") and "unhealthy" or "service_failed"))
       end
-      if not r.ready then pending, why = key, r.message end
+      if not r.ready then
+        pending, why = key, r.message
+        if input.running_for < grace then
+          wake = math.min(wake, grace - input.running_for + 0.005)
+        end
+      end
     end
-    if not pending then return info end
-    if core.clock() > deadline then
-      return fail(string.format("service %s did not become ready within %s%s", pending,
-        util.human_duration(timeout), (why and why ~= "") and (" (" .. why .. ")") or ""), "timeout")
+    if not pending then return finish(info) end
+    local left = deadline - core.clock()
+    if left < 0 then
+      return finish(fail(string.format("service %s did not become ready within %s%s", pending,
+        util.human_duration(timeout), (why and why ~= "") and (" (" .. why .. ")") or ""), "timeout"))
     end
-    if not core.sleep(0.1) then return fail("interrupted", "interrupted") end
+    if events == nil then events = ready_events(ctx, ids) or false end
+    if events then
+      -- wait for something to happen; drain what else has arrived
+      local chunk, _, rcode = events:read(math.min(left, wake))
+      while chunk do chunk, _, rcode = events:read(0) end
+      if chunk == nil then
+        if rcode == "interrupted" then return finish(fail("interrupted", "interrupted")) end
+        events:close() -- ended or failed: poll from now on
+        events = false
+      end
+    elseif not core.sleep(math.min(0.1, left)) then
+      return fail("interrupted", "interrupted")
+    end
   end
 end
 
