@@ -18,7 +18,6 @@ local current_state = members.current_state
 local emit = steps.emit
 local ensure_images = image.ensure_images
 local history_of = release_history.history_of
-local members_by_service = members.members_by_service
 local new_ctx = steps.new_ctx
 local record_release = release_history.record_release
 local remove_containers = steps.remove_containers
@@ -181,11 +180,16 @@ end
 
 
 -- Deploys changes = {name -> {image, env, health_check}} in rollout order.
-local function apply_release(p, instance_id, release_id, strategy_req, changes, opts)
+-- cur: the instance's current_state, as the caller (holding the instance's
+-- lock) has just listed it: one listing per operation.
+local function apply_release(p, instance_id, release_id, strategy_req, changes, opts, cur)
   local pol, perr, pcode = gate.load(p, {"rollout", "status"})
   if not pol then return nil, perr, pcode end
-  local cur, err, code = current_state(p, instance_id)
-  if not cur then return nil, err, code end
+  local err, code
+  if not cur then
+    cur, err, code = current_state(p, instance_id)
+    if not cur then return nil, err, code end
+  end
   local waves
   waves, err, code = gate.plan(pol.rollout, cur.all)
   if not waves then return nil, err, code end
@@ -267,17 +271,14 @@ function P:deploy(req, opts)
   if type(req) ~= "table" then return nil, "invalid request: request: expected an object", "invalid" end
   local okid, iderr = project.validate_id(req.instance_id)
   if not okid then return nil, "invalid request: " .. iderr, "invalid" end
-  local by, reps, list = members_by_service(self.engine, req.instance_id)
-  if not by then return nil, reps, list end
-  if not next(by) then
-    return nil, "instance " .. req.instance_id .. " does not exist", "not_found"
-  end
-  local r, verr, vcode, verrors = validate.deploy(req, by)
+  local cur, err, code = current_state(self, req.instance_id)
+  if not cur then return nil, err, code end
+  local r, verr, vcode, verrors = validate.deploy(req, cur.by)
   if not r then return nil, verr, vcode, verrors end
   local changes = {}
   for _, d in ipairs(r.services) do changes[d.name] = d end
   return apply_release(self, req.instance_id, r.release_id, r.strategy,
-    changes, opts)
+    changes, opts, cur)
 end
 
 -- rollback: every service back to its image and env at that release.
@@ -312,7 +313,7 @@ function P:rollback(instance_id, release_id, opts)
     return {provider_ref = project.provider_ref(instance_id), status = "running",
       release_id = release_id}
   end
-  return apply_release(self, instance_id, release_id, opts.strategy, changes, opts)
+  return apply_release(self, instance_id, release_id, opts.strategy, changes, opts, cur)
 end
 
 return P
