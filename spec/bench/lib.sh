@@ -1,7 +1,8 @@
 # Shared by the benchmarks (sourced). A benchmark reports each figure as a
 # row of the one table `make bench` prints (spec/bench/run.sh):
 #   bench_row WORK ANCHOR_NAME ANCHOR_SECONDS OURS_SECONDS TARGET_RATIO
-# ratio = ours / anchor; verdict ok when ratio <= target. Rows go to the file
+# ratio = ours / anchor; verdict ok when ratio <= target (a target of "-":
+# a reference row, no verdict). Rows go to the file
 # named by $BENCH_ROWS (run.sh sets it); run alone, a benchmark prints its rows.
 bench_calc() { awk "BEGIN { printf \"%.6f\", $* }"; }
 bench_row() {
@@ -21,9 +22,10 @@ bench_table() {
             missed = 0 }
     {
       ratio = ($3 > 0) ? $4 / $3 : 0
-      ok = (ratio <= $5) ? "ok" : "MISSED"
-      if (ok != "ok") missed++
-      printf "%-46s %-30s %9s %9s %7.2f %7s  %s\n", $1, $2, fmt($3), fmt($4), ratio, "<= " $5, ok
+      if ($5 == "-") { ok = "(reference)"; tgt = "-" }
+      else { ok = (ratio <= $5) ? "ok" : "MISSED"; tgt = "<= " $5 }
+      if (ok == "MISSED") missed++
+      printf "%-46s %-30s %9s %9s %7.2f %7s  %s\n", $1, $2, fmt($3), fmt($4), ratio, tgt, ok
     }
     END { printf "%d row(s) missed their target\n", missed }
     function fmt(x) { return (x + 0 >= 100) ? sprintf("%.0f", x) : sprintf("%.3f", x) }'
