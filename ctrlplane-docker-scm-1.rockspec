@@ -19,7 +19,7 @@ build = {
     ["ctrlplane.docker.core"] = {
       sources = {"runtime/http.c", "runtime/lcore.c", "runtime/demux.c", "runtime/ldemux.c",
         "runtime/stats.c", "runtime/sampler.c", "runtime/lstats.c", "runtime/lraw.c",
-        "runtime/lock.c", "runtime/llock.c"},
+        "runtime/lock.c", "runtime/llock.c", "runtime/cgroup.c", "runtime/lcgroup.c"},
       libraries = {"curl"},
       incdirs = {"runtime"},
     },
@@ -59,6 +59,7 @@ build = {
     ["ctrlplane.docker.swarm.observe"] = "lua/ctrlplane/docker/swarm/observe.lua",
     ["ctrlplane.docker.swarm.ops"] = "lua/ctrlplane/docker/swarm/ops.lua",
     ["ctrlplane.docker.swarm.spec"] = "lua/ctrlplane/docker/swarm/spec.lua",
+    ["ctrlplane.docker.trace"] = "lua/ctrlplane/docker/trace.lua",
     ["ctrlplane.docker.util"] = "lua/ctrlplane/docker/util.lua",
     ["ctrlplane.docker.validate"] = "lua/ctrlplane/docker/validate.lua",
     -- the bundled policy scripts, found beside the modules
