@@ -1,7 +1,6 @@
 -- provision and deprovision: create the instance's project (or bring an
 -- existing one to the request, as scripts/reprovision.lua decides) and
 -- remove all of it.
-local core = require("ctrlplane.docker.core")
 local engine = require("ctrlplane.docker.engine")
 local gate = require("ctrlplane.docker.gate")
 local image = require("ctrlplane.docker.image")
@@ -249,21 +248,8 @@ function P:deprovision(instance_id)
   for _, v in ipairs(found[2].value.Volumes or {}) do
     calls[#calls + 1] = {method = "DELETE", path = "/volumes/" .. seg(v.Name)}
   end
-  -- the daemon may still be releasing a removed container's endpoint or
-  -- mount ("has active endpoints", "volume is in use") on a busy host: those
-  -- calls are tried again for a few seconds before the error stands
-  local deadline = core.clock() + 5
-  while #calls > 0 do
-    local again = {}
-    for i, r in ipairs(eng:batch(calls)) do
-      if r.error and r.code ~= "not_found" then
-        local busy = r.error:find("active endpoints", 1, true) or r.error:find("in use", 1, true)
-        if not busy or core.clock() > deadline then return nil, r.error, r.code end
-        again[#again + 1] = calls[i]
-      end
-    end
-    calls = again
-    if #calls > 0 and not core.sleep(0.1) then return nil, "interrupted", "interrupted" end
+  for _, r in ipairs(eng:batch(calls)) do
+    if r.error and r.code ~= "not_found" then return nil, r.error, r.code end
   end
   return true
 end
