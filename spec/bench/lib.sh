@@ -17,7 +17,7 @@ bench_row() {
 # Formats rows (stdin) as the table.
 bench_table() {
   awk -F'\t' '
-    BEGIN { printf "%-46s %-30s %9s %9s %7s %7s  %s\n", "work", "floor or anchor", "anchor", "ours",
+    BEGIN { printf "%-48s %-30s %9s %9s %7s %7s  %s\n", "work", "floor or anchor", "anchor", "ours",
               "ratio", "target", "verdict"
             missed = 0 }
     {
@@ -25,7 +25,7 @@ bench_table() {
       if ($5 == "-") { ok = "(reference)"; tgt = "-" }
       else { ok = (ratio <= $5) ? "ok" : "MISSED"; tgt = "<= " $5 }
       if (ok == "MISSED") missed++
-      printf "%-46s %-30s %9s %9s %7.2f %7s  %s\n", $1, $2, fmt($3), fmt($4), ratio, tgt, ok
+      printf "%-48s %-30s %9s %9s %7.2f %7s  %s\n", $1, $2, fmt($3), fmt($4), ratio, tgt, ok
     }
     END { printf "%d row(s) missed their target\n", missed }
     function fmt(x) { return (x + 0 >= 100) ? sprintf("%.0f", x) : sprintf("%.3f", x) }'

@@ -181,7 +181,7 @@ for _, op in ipairs(OPS) do
   local q, f = median(quiet[op]), median(full[op])
   print(string.format("%-12s %12.4f %12.4f %8.2f", op, q, f, f / q))
   if out then
-    local work = op == "daemon list" and "the daemon's label-filtered list (reference)" or op
+    local work = op == "daemon list" and "daemon label-filtered list (ref.)" or op
     out:write(string.format("%s, +300 containers\t%s, quieter daemon\t%.6f\t%.6f\t%s\n",
       work, op, q, f, op == "daemon list" and "-" or "1.20"))
   end

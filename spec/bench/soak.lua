@@ -97,7 +97,7 @@ if #samples >= 3 then
   local rows = os.getenv("BENCH_ROWS")
   if rows then -- the summary table's row (bench/lib.sh): KiB, not seconds
     local f = assert(io.open(rows, "a"))
-    f:write(string.format("soak RSS KiB, cycle %d (%d cycles)\tRSS KiB after warm-up (cycle %d)\t%d\t%d\t1.10\n",
+    f:write(string.format("soak: RSS KiB at cycle %d of %d\tRSS KiB after warm-up (cycle %d)\t%d\t%d\t1.10\n",
       samples[#samples][1], done, samples[2][1], warm, last))
     f:close()
   end
