@@ -39,9 +39,11 @@ end
 -- retried a few times before the spec gives up. fn returns value, ok.
 local function settle(tries, fn)
   local v, ok
-  for _ = 1, tries do
+  for i = 1, tries do
     v, ok = fn()
     if ok then break end
+    -- the kernel path reads CPU over 0.1 s: ride out a burst of other work
+    if i < tries then core.sleep(0.5) end
   end
   return v
 end
@@ -189,7 +191,7 @@ describe("resources", function()
     end)
 
     it("sums a three-service project and breaks it down per service", function()
-      local u = settle(5, function()
+      local u = settle(10, function()
         local got = assert(p:resources(id))
         return got, got.services.web.cpu_percent > 50 and got.services.logger.cpu_percent < 5
           and got.services.db.memory_used_mb >= 60 -- dd may still be filling its buffer
@@ -207,8 +209,8 @@ describe("resources", function()
         for k in pairs(sums) do sums[k] = sums[k] + svc[k] end
       end
       for k, v in pairs(sums) do
-        -- memory is in whole MB (Go int): each of the three may round by half a MB
-        local tol = k == "memory_used_mb" and 1.5 or 0.02
+        -- memory is in whole MB, rounded up (Go int): each of the three by under 1 MB
+        local tol = k == "memory_used_mb" and 3 or 0.02
         assert.is_true(math.abs(v - u[k]) <= tol, k .. ": " .. v .. " vs " .. u[k])
       end
       -- no limits set: the project may use the host's memory, not three times it

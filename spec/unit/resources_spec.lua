@@ -28,7 +28,8 @@ local ROWS = {
     {cpu_percent = 95.75, memory_used_mb = 75, memory_limit_mb = 8192, network_in_mb = 2,
      network_out_mb = 1, block_write_mb = 3, pids = 6, containers = 3, running = 3},
     {web = {cpu_percent = 80, memory_used_mb = 10, containers = 1, running = 1},
-     db = {memory_used_mb = 64, pids = 4}}},
+     db = {memory_used_mb = 64, pids = 4},
+     logger = {memory_used_mb = 1}}}, -- half a MB in use: 1, never a 0 that reads as a gap
   {"replicas of a service are summed within it",
     {member("a", "web"), member("b", "web")},
     {a = sample({cpu_percent = 10, memory_used = 5 * MB, memory_limit = 64 * MB}),

@@ -36,8 +36,8 @@
 --                        [network_in_rate_mb, network_out_rate_mb] (MB/s)}}}
 -- cpu_percent: 100 = one CPU busy (as `docker stats`); MB = 2^20 bytes;
 -- network figures are totals since each container started.
--- memory_used_mb, memory_limit_mb, pids, containers and running are integers
--- (Go decodes the first two into `int`); the other figures are numbers.
+-- memory_used_mb (rounded up), memory_limit_mb, pids, containers and running
+-- are integers (Go decodes the first two into `int`); the other figures are numbers.
 -- An instance with no containers has a zero usage (the Go provider's answer;
 -- its metrics poller reads zero as a gap).
 local core = require("ctrlplane.docker.core")
@@ -100,14 +100,18 @@ function M.memory_limit(limits, host_memory)
   return sum
 end
 
--- Figures Go decodes into `int`: whole numbers (memory to the nearest MB).
-local INTEGER = {memory_used_mb = true, memory_limit_mb = true, pids = true}
+-- Figures Go decodes into `int`: whole numbers. Memory used is rounded up,
+-- so a running container is never 0 MB (Go's metrics poller reads a zero as
+-- a gap); the limit to the nearest MB.
+local INTEGER = {memory_used_mb = math.ceil, memory_limit_mb = function(x)
+  return math.floor(x + 0.5)
+end, pids = math.floor}
 
 local function finish(total, host_memory)
   total.memory_limit_mb = M.memory_limit(total._limits, host_memory) / MB
   for _, k in ipairs(FIGURES) do
     if INTEGER[k] then
-      total[k] = math.tointeger(math.floor(total[k] + 0.5))
+      total[k] = math.tointeger(INTEGER[k](total[k]))
     else
       total[k] = round(total[k], k == "cpu_percent" and 2 or 3)
     end
