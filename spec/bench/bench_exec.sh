@@ -62,3 +62,8 @@ run "cpdocker --json exec (capped)" "$TIME ./cpdocker --json exec $id -- head -c
 rm -f "$OUT/exec-sum" "$OUT/exec-rss"
 echo "  ratio cpdocker / docker CLI: in+out $(calc "${secs["cpdocker exec -i cat"]} / ${secs["docker exec -i cat"]}" | cut -c1-4)," \
   "output only $(calc "${secs["cpdocker exec (output only)"]} / ${secs["docker exec (output only)"]}" | cut -c1-4)"
+. spec/bench/lib.sh
+bench_row "cpdocker exec -i cat, $MB MB in and out" "docker exec -i" "${secs["docker exec -i cat"]}" \
+  "${secs["cpdocker exec -i cat"]}" -
+bench_row "cpdocker exec, $MB MB of output" "docker exec" "${secs["docker exec (output only)"]}" \
+  "${secs["cpdocker exec (output only)"]}" -
