@@ -6,3 +6,5 @@ exclude_files = {"build"}
 -- policy scripts run in a sandbox that provides these helpers
 files["scripts"] = {read_globals = {"graph"}}
 files["examples/policies"] = {read_globals = {"graph"}}
+-- scripts/secrets.lua alone also gets read_file
+files["scripts/secrets.lua"] = {read_globals = {"graph", "read_file"}}

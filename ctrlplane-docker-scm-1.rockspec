@@ -60,12 +60,14 @@ build = {
     ["ctrlplane.docker.swarm.ops"] = "lua/ctrlplane/docker/swarm/ops.lua",
     ["ctrlplane.docker.swarm.spec"] = "lua/ctrlplane/docker/swarm/spec.lua",
     ["ctrlplane.docker.trace"] = "lua/ctrlplane/docker/trace.lua",
+    ["ctrlplane.docker.tar"] = "lua/ctrlplane/docker/tar.lua",
     ["ctrlplane.docker.util"] = "lua/ctrlplane/docker/util.lua",
     ["ctrlplane.docker.validate"] = "lua/ctrlplane/docker/validate.lua",
     -- the bundled policy scripts, found beside the modules
     ["ctrlplane.docker.scripts.reprovision"] = "scripts/reprovision.lua",
     ["ctrlplane.docker.scripts.rollout"] = "scripts/rollout.lua",
     ["ctrlplane.docker.scripts.scale"] = "scripts/scale.lua",
+    ["ctrlplane.docker.scripts.secrets"] = "scripts/secrets.lua",
     ["ctrlplane.docker.scripts.status"] = "scripts/status.lua",
   },
 }

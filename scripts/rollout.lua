@@ -11,16 +11,44 @@
 --             through the waves in reverse. Every service must appear once,
 --             after all of its dependencies.
 --
--- strategy(service, request) -> "start-first" | "recreate"
---   service: {name, role, ports = {...}, health_check}; request: {strategy, release_id}.
---   "start-first": start the new container beside the old one (same network
---   alias), wait until it is healthy (its health check, or still running
---   after a grace period), then take the old one off the network, let it
---   drain and stop it: the service name always resolves to a running
---   container. "recreate": stop the old container, then start the new one.
---   Either way, a new container that does not become ready is removed and
---   the old one put back. A service with a fixed host port is always
---   recreated (two containers cannot hold the port).
+-- strategy(service, request) -> "start-first" | "recreate" | "blue-green" | "canary"
+--   service: {name, role, ports = {...}, health_check, replica};
+--   request: {strategy, release_id} (strategy as the DeployRequest sent it,
+--   "" or nil when it sent none). Called for every container a deploy or
+--   rollback replaces. What each answer means:
+--   "start-first" (the request's "rolling", and the default): one container
+--     at a time, the new one starts beside the old one (same network alias
+--     once ready), health-gated (its health check, or still running after a
+--     grace period); then the old one leaves the alias, drains and stops, so
+--     the service name always resolves to a running container.
+--   "recreate": stop the old container, then start the new one (a gap).
+--   "blue-green": the new containers of ALL services of the deploy answered
+--     "blue-green" start and must become ready beside the old ones (no alias
+--     yet) before any old one leaves its alias; then all switch, one after
+--     another in rollout order. Any failure, before or during the switch,
+--     removes every new container and puts every old one back.
+--   "canary": the new container joins the alias BESIDE the old one, so it
+--     takes a share of real traffic, for the observation window canary()
+--     gives; judge_canary() then decides: promoted (the old one leaves as in
+--     start-first) or removed (the old one keeps serving, the deploy fails
+--     and is rolled back). Only the first replica of a service is a canary;
+--     its further replicas follow start-first once it is promoted.
+--   Whatever the answer, a new container that does not become ready is
+--   removed and every old one put back. A service with a fixed host port is
+--   always recreated (two containers cannot hold the port).
+--
+-- canary(service, request) -> {window = seconds, interval = seconds}   (optional)
+--   How long a canary is observed, and how often it is sampled.
+--
+-- judge_canary(obs) -> true | false, reason                             (optional)
+--   obs: {service, replica, release_id, window, samples = number of samples,
+--         ready = true when the canary was ready at every sample,
+--         not_ready = samples at which it was not, restarts = times the
+--         canary's container restarted during the window, state = last
+--         docker state, health = last health status or nil,
+--         status = function() -> InstanceStatus}
+--   true promotes the canary; false (and a reason) removes it and fails the
+--   deploy with that reason. Default: still ready and no restarts.
 --
 -- after_service(step) -> true | false, reason        (optional)
 --   Called during a deploy after each service's new container is ready.
@@ -67,13 +95,41 @@ local function plan(services)
   return waves
 end
 
+-- the DeployRequest's strategy names -> what the runtime does
+local STRATEGIES = {
+  rolling = "start-first", ["start-first"] = "start-first", recreate = "recreate",
+  ["blue-green"] = "blue-green", canary = "canary",
+}
+
 local function strategy(service, request)
-  if request.strategy then return request.strategy end
-  if service.role == "init" then return "recreate" end
   for _, p in ipairs(service.ports or {}) do
-    if p.host then return "recreate" end
+    if p.host then return "recreate" end -- two containers cannot hold the port
   end
-  return "start-first"
+  if service.role == "init" then return "recreate" end
+  local s = request.strategy
+  if s == nil or s == "" then return "start-first" end
+  return STRATEGIES[s] or s
+end
+
+-- how long a canary takes real traffic before it is judged
+local CANARY_WINDOW = 30
+local CANARY_INTERVAL = 1
+
+local function canary(_service, _request)
+  return {window = CANARY_WINDOW, interval = CANARY_INTERVAL}
+end
+
+local function judge_canary(obs)
+  if not obs.ready then
+    return false, string.format("canary of %s was not ready at %d of %d samples (last state %s%s)",
+      obs.service, obs.not_ready, obs.samples, tostring(obs.state),
+      obs.health and (", " .. obs.health) or "")
+  end
+  if obs.restarts > 0 then
+    return false, string.format("canary of %s restarted %d time(s) during its %gs window",
+      obs.service, obs.restarts, obs.window)
+  end
+  return true
 end
 
 local function release_id(r)
@@ -81,4 +137,5 @@ local function release_id(r)
   return string.format("%s-%s-%s", r.kind, os.date("!%Y%m%dT%H%M%S", math.floor(r.now)), r.nonce)
 end
 
-return {plan = plan, strategy = strategy, release_id = release_id, history = 10}
+return {plan = plan, strategy = strategy, canary = canary, judge_canary = judge_canary,
+  release_id = release_id, history = 10}

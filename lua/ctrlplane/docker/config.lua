@@ -224,6 +224,8 @@ function config.resolve(opts, getenv)
   if cfg.publish_mode ~= "host" and cfg.publish_mode ~= "ingress" then
     return nil, "publish_mode: must be host or ingress (got \"" .. tostring(cfg.publish_mode) .. "\")"
   end
+  -- where the bundled scripts/secrets.lua reads secret values (one file per key)
+  cfg.secrets_dir = nonempty(opts.secrets_dir) or nonempty(getenv("CP_DOCKER_SECRETS_DIR"))
   cfg.region = nonempty(opts.region) or nonempty(getenv("CP_DOCKER_REGION")) or "local"
   cfg.country = nonempty(opts.country) or nonempty(getenv("CP_DOCKER_COUNTRY")) or ""
   cfg.city = nonempty(opts.city) or nonempty(getenv("CP_DOCKER_CITY")) or ""

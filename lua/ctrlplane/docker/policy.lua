@@ -4,13 +4,14 @@
 -- default; a policy directory (--policy DIR, CP_POLICY_DIR) overrides it
 -- file by file.
 --
---   policy.load(cfg, name, required) -> table | nil, message, "policy"
+--   policy.load(cfg, name, required, helpers) -> table | nil, message, "policy"
+--     helpers: extra globals for that script (secrets.lua gets read_file)
 --   policy.call(p, fn_name, ...)     -> results | nil, message, "policy"
 local graph = require("ctrlplane.docker.graph")
 
 local policy = {}
 
-local function sandbox()
+local function sandbox(helpers)
   local env = {
     assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
     pcall = pcall, select = select, tonumber = tonumber, tostring = tostring,
@@ -21,6 +22,7 @@ local function sandbox()
     -- helpers the bundled scripts use; documented in each script
     graph = graph,
   }
+  for k, v in pairs(helpers or {}) do env[k] = v end
   env._G = env
   return env
 end
@@ -38,9 +40,9 @@ local function find(cfg, name)
   return (cfg.scripts_dir or "scripts") .. "/" .. file
 end
 
-function policy.load(cfg, name, required)
+function policy.load(cfg, name, required, helpers)
   local path = find(cfg, name)
-  local chunk, err = loadfile(path, "t", sandbox())
+  local chunk, err = loadfile(path, "t", sandbox(helpers))
   if not chunk then
     return nil, "policy " .. err, "policy"
   end
@@ -70,6 +72,29 @@ function policy.call(p, fn, ...)
     return nil, "policy " .. p.path .. " (" .. fn .. "): " .. results[2], "policy"
   end
   return table.unpack(results, 2, results.n)
+end
+
+policy.SECRET_FILE_MAX = 1024 * 1024
+
+-- read_file(path) -> content | nil, reason: the one file-reading helper,
+-- given to scripts/secrets.lua only. Reads at most SECRET_FILE_MAX bytes;
+-- the reason never contains the file's content.
+function policy.read_file(path)
+  if type(path) ~= "string" then error("read_file: expected a path string", 2) end
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local data = f:read(policy.SECRET_FILE_MAX + 1)
+  f:close()
+  if data == nil then data = "" end
+  if #data > policy.SECRET_FILE_MAX then
+    return nil, string.format("%s is larger than %d bytes", path, policy.SECRET_FILE_MAX)
+  end
+  return data
+end
+
+-- The secrets policy (scripts/secrets.lua), with its read_file helper.
+function policy.load_secrets(cfg)
+  return policy.load(cfg, "secrets", {"resolve"}, {read_file = policy.read_file})
 end
 
 -- Loads several policies at once; fails on the first broken one.

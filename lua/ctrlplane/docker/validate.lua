@@ -33,7 +33,7 @@ validate.ROLES = {main = true, sidecar = true, init = true}
 validate.KINDS = {deployment = true, stateful_set = true}
 validate.VOLUME_TYPES = {persistent = true, ephemeral = true}
 validate.STRATEGIES = {recreate = true, rolling = true, ["start-first"] = true,
-  ["blue-green"] = true}
+  ["blue-green"] = true, canary = true}
 -- Docker refuses memory limits below 6 MiB
 validate.MIN_MEMORY_MB = 6
 validate.MAX_SERVICES = 64
@@ -383,6 +383,163 @@ local function check_resources(errs, field, r, limits, keep_zero_limits)
   return out
 end
 
+-- ---- config_files and secrets (issue #11) -----------------------------------
+
+validate.CONFIG_FORMATS = {json = true, yaml = true, env = true, text = true}
+validate.CONFIG_FILE_MAX = 64 * 1024      -- bytes of one file's content
+validate.CONFIG_TOTAL_MAX = 256 * 1024    -- bytes of all of a service's files
+validate.SECRET_KEY = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+validate.SECRET_KEY_MAX = 128
+-- env and file are applied; registry and tls are Go SecretRef types this
+-- provider does not implement (rejected, naming the field)
+validate.SECRET_TYPES = {env = true, file = true}
+validate.SECRETS_DIR = "/run/secrets"
+
+-- The environment variable a type-env secret becomes: the key in upper
+-- snake case ("db-password" and "db.password" -> DB_PASSWORD).
+function validate.secret_env_name(key)
+  return (key:gsub("[^%w]", "_"):upper())
+end
+
+local FORBIDDEN_ROOTS = {"/proc", "/sys", "/dev"}
+
+-- An absolute, normalized file path that is not / and not under /proc,
+-- /sys or /dev. Returns the reason it is not, or nil.
+local function bad_file_path(path)
+  if type(path) ~= "string" or path:sub(1, 1) ~= "/" then return "must be an absolute path" end
+  if #path > 1024 then return "at most 1024 characters" end
+  if path:find("%c") then return "must not contain control characters" end
+  if path == "/" or path:sub(-1) == "/" then return "must name a file, not a directory" end
+  for part in path:gmatch("[^/]*", 2) do
+    if part == "" or part == "." or part == ".." then
+      return "must be normalized (no empty, '.' or '..' parts)"
+    end
+    if #part > 255 then return "a path component is longer than 255 bytes" end
+  end
+  for _, root in ipairs(FORBIDDEN_ROOTS) do
+    if path == root or path:sub(1, #root + 1) == root .. "/" then
+      return "must not be under " .. root
+    end
+  end
+  return nil
+end
+
+local function check_config_files(errs, f, list, out)
+  out.config_files = {}
+  if list == nil then return end
+  if not is_list(list) then
+    errs:add(f .. ".config_files", "expected a list")
+    return
+  end
+  local paths, names, total = {}, {}, 0
+  for i, c in ipairs(list) do
+    local cf = string.format("%s.config_files[%d]", f, i - 1)
+    if type(c) ~= "table" then
+      errs:add(cf, "expected an object, got %s", type(c))
+    else
+      local file = {}
+      if type(c.name) ~= "string" or c.name == "" then
+        errs:add(cf .. ".name", "is required")
+      elseif names[c.name] then
+        errs:add(cf .. ".name", "duplicate config file name %s (also %s)", show(c.name), names[c.name])
+      else
+        names[c.name] = cf
+        file.name = c.name
+      end
+      local why = bad_file_path(c.path)
+      if why then
+        errs:add(cf .. ".path", "%s (got %s)", why, show(c.path))
+      elseif paths[c.path] then
+        errs:add(cf .. ".path", "%s is also written by %s", show(c.path), paths[c.path])
+      elseif c.path == validate.SECRETS_DIR or c.path:sub(1, #validate.SECRETS_DIR + 1)
+          == validate.SECRETS_DIR .. "/" then
+        errs:add(cf .. ".path", "%s is reserved for secrets", validate.SECRETS_DIR)
+      else
+        paths[c.path] = cf
+        file.path = c.path
+      end
+      local fmt = c.format
+      if fmt == nil or fmt == "" then fmt = "text" end
+      if not validate.CONFIG_FORMATS[fmt] then
+        errs:add(cf .. ".format", "must be json, yaml, env or text (got %s)", show(c.format))
+      end
+      file.format = fmt
+      local content = c.content
+      if content == nil then content = "" end
+      if type(content) ~= "string" then
+        errs:add(cf .. ".content", "expected a string, got %s", type(content))
+      elseif #content > validate.CONFIG_FILE_MAX then
+        errs:add(cf .. ".content", "at most %d bytes (got %d)", validate.CONFIG_FILE_MAX, #content)
+      else
+        total = total + #content
+        if fmt == "json" then
+          local v, err = json.decode(content)
+          if v == nil then errs:add(cf .. ".content", "format is json but %s", err) end
+        end
+        file.content = content
+      end
+      out.config_files[#out.config_files + 1] = file
+    end
+  end
+  if total > validate.CONFIG_TOTAL_MAX then
+    errs:add(f .. ".config_files", "at most %d bytes of content per service (got %d)",
+      validate.CONFIG_TOTAL_MAX, total)
+  end
+end
+
+local function check_secrets(errs, f, list, out)
+  out.secrets = {}
+  if list == nil then return end
+  if not is_list(list) then
+    errs:add(f .. ".secrets", "expected a list")
+    return
+  end
+  local seen = {}
+  for i, r in ipairs(list) do
+    local sf = string.format("%s.secrets[%d]", f, i - 1)
+    if type(r) ~= "table" then
+      errs:add(sf, "expected an object, got %s", type(r))
+    else
+      local ok = true
+      if type(r.key) ~= "string" or r.key == "" then
+        errs:add(sf .. ".key", "is required")
+        ok = false
+      elseif #r.key > validate.SECRET_KEY_MAX or not r.key:match(validate.SECRET_KEY) then
+        errs:add(sf .. ".key", "%s is not a valid secret key (letters, digits, '_', '.', '-', "
+          .. "starting with a letter or digit, at most %d characters)", show(r.key),
+          validate.SECRET_KEY_MAX)
+        ok = false
+      end
+      if r.type == "registry" or r.type == "tls" then
+        errs:add(sf .. ".type", "secret type %s is not supported by this provider (env, file)",
+          show(r.type))
+        ok = false
+      elseif not validate.SECRET_TYPES[r.type] then
+        errs:add(sf .. ".type", "must be env or file (got %s)", show(r.type))
+        ok = false
+      end
+      if ok then
+        local target = r.type == "env" and validate.secret_env_name(r.key)
+          or (validate.SECRETS_DIR .. "/" .. r.key)
+        if seen[target] then
+          errs:add(sf .. ".key", "%s becomes %s, as %s does", show(r.key), target, seen[target])
+        elseif r.type == "env" and out.env and out.env[target] ~= nil then
+          errs:add(sf .. ".key", "%s becomes env %s, which %s.env also sets", show(r.key), target, f)
+        else
+          seen[target] = sf
+          out.secrets[#out.secrets + 1] = {key = r.key, type = r.type}
+        end
+      end
+    end
+  end
+end
+
+-- config_files and secrets of one service (normalized into out).
+function validate.files_and_secrets(errs, f, s, out)
+  check_config_files(errs, f, s.config_files, out)
+  check_secrets(errs, f, s.secrets, out)
+end
+
 local function check_service(errs, f, s, seen_names, limits)
   local out = {}
   if type(s) ~= "table" then
@@ -524,6 +681,7 @@ local function check_service(errs, f, s, seen_names, limits)
       out[k] = s[k]
     end
   end
+  validate.files_and_secrets(errs, f, s, out)
   return out
 end
 
@@ -654,7 +812,7 @@ function validate.deploy(req, existing)
       show(req.release_id))
   end
   if req.strategy ~= nil and req.strategy ~= "" and not validate.STRATEGIES[req.strategy] then
-    errs:add("strategy", "must be recreate, rolling, start-first or blue-green (got %s)",
+    errs:add("strategy", "must be recreate, rolling, start-first, blue-green or canary (got %s)",
       show(req.strategy))
   end
   local out = {instance_id = req.instance_id, release_id = req.release_id,
