@@ -61,6 +61,8 @@ build = {
     ["ctrlplane.docker.swarm.spec"] = "lua/ctrlplane/docker/swarm/spec.lua",
     ["ctrlplane.docker.trace"] = "lua/ctrlplane/docker/trace.lua",
     ["ctrlplane.docker.tar"] = "lua/ctrlplane/docker/tar.lua",
+    ["ctrlplane.docker.sha256"] = "lua/ctrlplane/docker/sha256.lua",
+    ["ctrlplane.docker.material"] = "lua/ctrlplane/docker/material.lua",
     ["ctrlplane.docker.util"] = "lua/ctrlplane/docker/util.lua",
     ["ctrlplane.docker.validate"] = "lua/ctrlplane/docker/validate.lua",
     -- the bundled policy scripts, found beside the modules

@@ -41,7 +41,7 @@ describe("validate: config_files and secrets", function()
       s.secrets = nil
     end)))
     assert.are.equal("text", r.services[1].config_files[1].format)
-    assert.are.same({}, r.services[1].secrets)
+    assert.is_nil(r.services[1].secrets) -- none: not part of the stored spec
   end)
 
   local bad = {

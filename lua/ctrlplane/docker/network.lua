@@ -129,15 +129,22 @@ local function ensure_network(ctx)
   return fail("creating network " .. name .. ": " .. err, code)
 end
 
-local function ensure_volumes(ctx, services)
+-- The named volumes of the services; replicas (service -> count) matters
+-- for kind stateful_set, where every replica has its own volumes.
+local function ensure_volumes(ctx, services, replicas)
   local want, order = {}, {}
+  local stateful = ctx.inst.kind == "stateful_set"
   for _, s in ipairs(services) do
     for _, v in ipairs(s.volumes or {}) do
       if v.type ~= "ephemeral" then
-        local name = project.volume_name(ctx.inst.instance_id, v.name)
-        if not want[name] then
-          want[name] = true
-          order[#order + 1] = name
+        local n = stateful and math.max((replicas or {})[s.name] or 1, 1) or 1
+        for r = 1, n do
+          local name = stateful and project.replica_volume_name(ctx.inst.instance_id, v.name, r)
+            or project.volume_name(ctx.inst.instance_id, v.name)
+          if not want[name] then
+            want[name] = true
+            order[#order + 1] = name
+          end
         end
       end
     end

@@ -29,9 +29,11 @@ local function instance_info(r)
     kind = r.kind or "deployment", labels = r.labels or json.object({})}
 end
 
-local function spec_hash(cfg, inst, svc)
+-- secret_digest: material.resolve's digest of the service's secret values
+-- (nil without secrets, which keeps the hash services had before secrets).
+local function spec_hash(cfg, inst, svc, secret_digest)
   return fnv1a(json.encode({inst = inst, svc = stored_service(svc), image = image_ref(cfg, svc.image),
-    network = cfg.network or "", publish = cfg.publish_address}))
+    network = cfg.network or "", publish = cfg.publish_address, secrets = secret_digest}))
 end
 
 local function port_key(p)
@@ -53,8 +55,21 @@ local function healthcheck(hc)
     Retries = hc.retries or 3, StartPeriod = 0}
 end
 
+-- The volume a persistent VolumeSpec mounts for replica n: kind
+-- stateful_set gives each replica its own, deployment shares one.
+local function volume_source(inst, v, replica)
+  if inst.kind == "stateful_set" then
+    return project.replica_volume_name(inst.instance_id, v.name, replica or 1)
+  end
+  return project.volume_name(inst.instance_id, v.name)
+end
+
 -- The body of POST /containers/create for one service (replica n of it).
-local function container_body(cfg, inst, svc, release, replica, history, no_alias)
+-- extra (optional): {material = material.resolve's result (secret env and
+-- digest), limits = {cpu_millis, memory_mb} a scale laid over the spec}.
+local function container_body(cfg, inst, svc, release, replica, history, no_alias, extra)
+  extra = extra or {}
+  local m = extra.material
   local labels = {}
   for k, v in pairs(inst.labels or {}) do labels[k] = v end
   for k, v in pairs(svc.annotations or {}) do labels[k] = v end
@@ -66,12 +81,13 @@ local function container_body(cfg, inst, svc, release, replica, history, no_alia
   labels[LABEL.release] = release or ""
   labels[LABEL.spec] = json.encode(stored_service(svc))
   labels[LABEL.instance_spec] = json.encode(inst)
-  labels[LABEL.spec_hash] = spec_hash(cfg, inst, svc)
+  labels[LABEL.spec_hash] = spec_hash(cfg, inst, svc, m and m.digest)
   labels[LABEL.replica] = tostring(replica or 1)
   if history then labels[LABEL.releases] = history end
 
   local env = json.array({})
   for _, k in ipairs(util.sorted_keys(svc.env or {})) do env[#env + 1] = k .. "=" .. svc.env[k] end
+  for _, k in ipairs(util.sorted_keys(m and m.env or {})) do env[#env + 1] = k .. "=" .. m.env[k] end
 
   local exposed, bindings = {}, {}
   for _, p in ipairs(svc.ports or {}) do
@@ -83,16 +99,20 @@ local function container_body(cfg, inst, svc, release, replica, history, no_alia
   local mounts = json.array({})
   for _, v in ipairs(svc.volumes or {}) do
     if v.type == "ephemeral" then
-      local m = {Type = "tmpfs", Target = v.mount_path}
-      if v.size_mb and v.size_mb > 0 then m.TmpfsOptions = {SizeBytes = v.size_mb * 1048576} end
-      mounts[#mounts + 1] = m
+      local t = {Type = "tmpfs", Target = v.mount_path}
+      if v.size_mb and v.size_mb > 0 then t.TmpfsOptions = {SizeBytes = v.size_mb * 1048576} end
+      mounts[#mounts + 1] = t
     else
-      mounts[#mounts + 1] = {Type = "volume", Source = project.volume_name(inst.instance_id, v.name),
+      mounts[#mounts + 1] = {Type = "volume", Source = volume_source(inst, v, replica),
         Target = v.mount_path}
     end
   end
 
   local res = svc.resources or {}
+  if extra.limits then
+    res = util.copy(res)
+    for k, v in pairs(extra.limits) do res[k] = v end
+  end
   local net = project.network_name(inst.instance_id)
   local host = {
     NetworkMode = net,
@@ -155,6 +175,7 @@ return {
   stored_service = stored_service,
   instance_info = instance_info,
   spec_hash = spec_hash,
+  volume_source = volume_source,
   port_key = port_key,
   healthcheck = healthcheck,
   container_body = container_body,

@@ -5,6 +5,7 @@ local core = require("ctrlplane.docker.core")
 local engine = require("ctrlplane.docker.engine")
 local gate = require("ctrlplane.docker.gate")
 local members = require("ctrlplane.docker.members")
+local material = require("ctrlplane.docker.material")
 local project = require("ctrlplane.docker.project")
 local specbuild = require("ctrlplane.docker.specbuild")
 local util = require("ctrlplane.docker.util")
@@ -100,14 +101,30 @@ local function check_host(eng, r)
   return validate.against_host(r, info)
 end
 
+-- The service's secrets and files (ctx.material, resolved once per
+-- operation); nil, message, code when a secret cannot be resolved.
+local function material_of(ctx, spec)
+  ctx.material = ctx.material or {}
+  local m = ctx.material[spec.name]
+  if m then return m end
+  local err, code
+  m, err, code = material.resolve(ctx.p, ctx.inst, spec, spec.field or ("service " .. spec.name))
+  if not m then return nil, err, code end
+  ctx.material[spec.name] = m
+  return m
+end
+
 local function create_containers(ctx, units)
-  local calls = {}
+  local calls, mats = {}, {}
   for i, u in ipairs(units) do
     u = unit_of(ctx, u)
     units[i] = u
+    local m, merr, mcode = material_of(ctx, u.spec)
+    if not m then return fail(merr, mcode) end
+    mats[i] = m
     calls[i] = {method = "POST", path = "/containers/create", query = {name = u.cname},
       body = container_body(ctx.cfg, ctx.inst, u.spec, ctx.release, u.replica, ctx.history,
-        u.no_alias)}
+        u.no_alias, {material = m, limits = u.limits or (ctx.limits and ctx.limits[u.spec.name])})}
   end
   local ids, first_err, first_code = {}, nil, nil
   for i, r in ipairs(ctx.eng:batch(calls)) do
@@ -123,6 +140,11 @@ local function create_containers(ctx, units)
     end
   end
   if first_err then return fail(first_err, first_code) end
+  -- config files and file secrets, before the process starts
+  for i, u in ipairs(units) do
+    local ok, uerr, ucode = material.upload(ctx.eng, ids[u.key], mats[i], u.spec)
+    if not ok then return fail(uerr, ucode) end
+  end
   if ctx.cfg.network then
     local conn = {}
     for i, u in ipairs(units) do
@@ -330,6 +352,7 @@ return {
   unit_of = unit_of,
   replica_unit = replica_unit,
   check_host = check_host,
+  material_of = material_of,
   create_containers = create_containers,
   start_containers = start_containers,
   run_init = run_init,

@@ -534,10 +534,13 @@ local function check_secrets(errs, f, list, out)
   end
 end
 
--- config_files and secrets of one service (normalized into out).
+-- config_files and secrets of one service (normalized into out; left out
+-- when empty, so a service without them keeps the spec hash it had before).
 function validate.files_and_secrets(errs, f, s, out)
   check_config_files(errs, f, s.config_files, out)
   check_secrets(errs, f, s.secrets, out)
+  if #out.config_files == 0 then out.config_files = nil end
+  if #out.secrets == 0 then out.secrets = nil end
 end
 
 local function check_service(errs, f, s, seen_names, limits)

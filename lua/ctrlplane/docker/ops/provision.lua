@@ -75,6 +75,11 @@ function P:provision(req, opts)
   local ctx = new_ctx(self, inst, {on_event = opts.on_event, release = opts.release_id})
   local specs = {}
   for _, s in ipairs(r.services) do specs[s.name] = s end
+  -- secrets resolve before anything touches the engine (a field error)
+  for _, s in ipairs(r.services) do
+    local m, merr, mcode = steps.material_of(ctx, s)
+    if not m then return nil, merr, mcode end
+  end
 
   -- what exists already, and what the re-provision policy does with it
   local existing, reps, list = members_by_service(self.engine, r.instance_id)
@@ -84,8 +89,8 @@ function P:provision(req, opts)
   if next(existing) then
     local desired, current = {}, {}
     for i, s in ipairs(r.services) do
-      desired[i] = {name = s.name, role = s.role, hash = spec_hash(self.cfg, inst, s),
-        spec = stored_service(s)}
+      desired[i] = {name = s.name, role = s.role,
+        hash = spec_hash(self.cfg, inst, s, ctx.material[s.name].digest), spec = stored_service(s)}
     end
     for name, c in pairs(existing) do
       local labels = c.Labels or {}
@@ -144,7 +149,15 @@ function P:provision(req, opts)
   ok, err, code = ensure_network(ctx)
   if not ok then return abort(err, code) end
   trace.mark("provision: network")
-  ok, err, code = ensure_volumes(ctx, r.services)
+  local want_replicas = {}
+  for name, l in pairs(reps) do want_replicas[name] = #l end
+  for _, s in ipairs(r.services) do
+    local a = actions[s.name] or "create"
+    if a == "create" or a == "replace" then
+      want_replicas[s.name] = math.max((s.resources or {}).replicas or 1, 1)
+    end
+  end
+  ok, err, code = ensure_volumes(ctx, r.services, want_replicas)
   if not ok then return abort(err, code) end
   trace.mark("provision: volumes")
 
