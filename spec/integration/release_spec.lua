@@ -207,10 +207,9 @@ describe("releases", function()
     local caps = {}
     for _, c in ipairs(p:capabilities()) do caps[c] = true end
     for _, want in ipairs({"provision", "deploy", "rollback", "scale", "exec", "logs", "volumes",
-        "strategy:recreate", "strategy:rolling"}) do
+        "strategy:recreate", "strategy:rolling", "strategy:blue-green", "strategy:canary"}) do
       assert.is_true(caps[want], want)
     end
-    assert.is_nil(caps["strategy:blue-green"])
     assert.is_nil(caps["gpu"])
     assert.is_true(json.is_array(p:capabilities()))
   end)

@@ -10,6 +10,8 @@
 --   gate.plan(rollout, services)         -> waves
 --   gate.strategy(rollout, svc, request) -> {kind, grace, drain, ready_timeout, observe}
 --   gate.after_service(rollout, step)    -> true | nil, msg, code
+--   gate.canary(rollout, svc, request)   -> {window, interval}
+--   gate.judge_canary(rollout, obs)      -> true | false, reason | nil, msg, code
 --   gate.decide(reprovision, desired, existing) -> {name -> action}, {name -> reason}
 --   gate.service(status, input)          -> {state, ready, message}
 --   gate.aggregate(status, services)     -> {state, ready, message}
@@ -32,7 +34,8 @@ gate.STATES = {provisioning = true, starting = true, running = true, degraded = 
   stopping = true, stopped = true, failed = true, destroying = true, destroyed = true}
 
 -- what strategy() may answer; a backend maps each kind to its mechanism
-gate.STRATEGY_KINDS = {["start-first"] = true, recreate = true}
+gate.STRATEGY_KINDS = {["start-first"] = true, recreate = true, ["blue-green"] = true,
+  canary = true}
 -- names a request or a script may use for a kind
 gate.STRATEGY_ALIASES = {rolling = "start-first"}
 
@@ -145,6 +148,47 @@ function gate.strategy(rollout, svc, request, defaults)
     if r[k] == nil and k ~= "kind" then r[k] = v end -- extra fields a backend may read
   end
   return r
+end
+
+-- canary(service, request) is optional: {window, interval} in seconds;
+-- without it, defaults (the bundled script's values).
+gate.CANARY_DEFAULT = {window = 30, interval = 1}
+
+function gate.canary(rollout, svc, request)
+  if type(rollout.fns.canary) ~= "function" then return gate.CANARY_DEFAULT end
+  local out, err, code = policy.call(rollout, "canary", svc, request)
+  if out == nil and err then return nil, err, code end
+  if type(out) ~= "table" then
+    return bad(rollout, "canary", "must return {window, interval}, returned %s", type(out))
+  end
+  if type(out.window) ~= "number" or out.window ~= out.window or out.window < 0
+      or out.window > 3600 then
+    return bad(rollout, "canary", "window must be a number of seconds from 0 to 3600, got %s",
+      tostring(out.window))
+  end
+  local interval = out.interval == nil and gate.CANARY_DEFAULT.interval or out.interval
+  if type(interval) ~= "number" or interval ~= interval or interval <= 0 or interval > 3600 then
+    return bad(rollout, "canary", "interval must be a number of seconds above 0, got %s",
+      tostring(out.interval))
+  end
+  return {window = out.window, interval = math.min(interval, math.max(out.window, 0.05))}
+end
+
+-- judge_canary(obs) is optional: true promotes the canary, false and a
+-- reason removes it. Without it: still ready and no restarts.
+function gate.judge_canary(rollout, obs)
+  if type(rollout.fns.judge_canary) ~= "function" then
+    if obs.ready and obs.restarts == 0 then return true end
+    return false, string.format("not ready at %d of %d samples, %d restart(s)", obs.not_ready,
+      obs.samples, obs.restarts)
+  end
+  local go, why = policy.call(rollout, "judge_canary", obs)
+  if go == nil and why then return nil, why, "policy" end
+  if go ~= true and go ~= false then
+    return bad(rollout, "judge_canary", "must return true, or false and a reason; returned %s",
+      tostring(go))
+  end
+  return go, why
 end
 
 -- after_service(step) is optional: true (go on), or false and a reason.

@@ -34,7 +34,7 @@ function lifecycle.install(M)
     for k, fn in pairs(require("ctrlplane.docker.ops." .. name)) do M.Provider[k] = fn end
   end
   M.register_capabilities({"provision", "deploy", "rollback", "scale", "volumes",
-    "strategy:recreate", "strategy:rolling"})
+    "strategy:recreate", "strategy:rolling", "strategy:blue-green", "strategy:canary"})
 end
 
 -- for specs

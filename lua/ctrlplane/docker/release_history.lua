@@ -1,5 +1,6 @@
 -- Release history, kept in container labels on the engine (the last
--- HISTORY_MAX releases, each with the image and env of every service).
+-- HISTORY_MAX releases, each with the image (ref, image ID and repo digest)
+-- and env of every service).
 local json = require("ctrlplane.docker.json")
 local project = require("ctrlplane.docker.project")
 local util = require("ctrlplane.docker.util")
@@ -23,10 +24,35 @@ local function history_of(list)
   return type(h) == "table" and h or {}
 end
 
-local function snapshot(specs)
+-- What each service ran: pins = {name -> {image_id, repo_digest}} (see
+-- pins below) beside the ref, so a rollback restores exactly that image.
+local function snapshot(specs, pins)
   local out = {}
   for _, s in pairs(specs) do
-    out[s.name] = {image = s.image, env = s.env or json.object({})}
+    local pin = pins and pins[s.name] or {}
+    out[s.name] = {image = s.image, env = s.env or json.object({}),
+      image_id = pin.image_id, repo_digest = pin.repo_digest}
+  end
+  return out
+end
+
+-- Inspects the image each service runs (targets: name -> image ref or ID)
+-- and returns name -> {image_id, repo_digest}. An image that cannot be
+-- inspected is recorded by ref only.
+local function pins(eng, targets)
+  local names = util.sorted_keys(targets)
+  local calls = {}
+  for i, name in ipairs(names) do
+    -- refs go in unencoded, as image.ensure_images sends them (a ref has '/')
+    calls[i] = {path = "/images/" .. targets[name] .. "/json"}
+  end
+  local out = {}
+  for i, r in ipairs(eng:batch(calls)) do
+    if r.value and type(r.value) == "table" then
+      local digests = r.value.RepoDigests
+      out[names[i]] = {image_id = r.value.Id,
+        repo_digest = type(digests) == "table" and digests[1] or nil}
+    end
   end
   return out
 end
@@ -46,6 +72,7 @@ end
 
 release_history.history_of = history_of
 release_history.snapshot = snapshot
+release_history.pins = pins
 release_history.record_release = record_release
 
 -- The ids of a history, oldest first.

@@ -130,7 +130,8 @@ local function container_body(cfg, inst, svc, release, replica, history, no_alia
   local body = {
     -- no Hostname: Docker makes the hostname a network alias, and the
     -- service alias must stay under the runtime's control (start-first)
-    Image = image_ref(cfg, svc.image),
+    -- a release restored by rollback runs exactly the image it ran (its ID)
+    Image = svc.image_id or image_ref(cfg, svc.image),
     Env = env,
     Labels = labels,
     ExposedPorts = exposed,

@@ -112,20 +112,36 @@ function P:provision(req, opts)
       changes = true
     end
   end
+  local history, keep
   if changes then
-    local history = history_of(list)
-    local keep, herr, hcode = gate.history_max(pol.rollout)
+    local herr, hcode
+    history = history_of(list)
+    keep, herr, hcode = gate.history_max(pol.rollout)
     if not keep then return nil, herr, hcode end
     if not ctx.release then
       ctx.release, herr, hcode = gate.release_id(pol.rollout, {instance_id = r.instance_id,
         kind = "provision", first = next(existing) == nil}, release_history.ids(history))
       if not ctx.release then return nil, herr, hcode end
     end
-    ctx.history = record_release(history, ctx.release, snapshot(specs), keep)
   end
   local ok, err, code = ensure_images(ctx, images)
   if not ok then return nil, err, code end
   trace.mark("provision: images")
+  if changes then
+    -- the release records the image each service runs, by ID
+    local targets = {}
+    for _, s in ipairs(r.services) do
+      local a = actions[s.name] or "create"
+      local c = existing[s.name]
+      if (a == "keep" or a == "start") and c and c.ImageID then
+        targets[s.name] = c.ImageID
+      else
+        targets[s.name] = image.image_ref(self.cfg, s.image)
+      end
+    end
+    ctx.history = record_release(history, ctx.release,
+      snapshot(specs, release_history.pins(self.engine, targets)), keep)
+  end
 
   local function abort(e, c)
     undo(ctx)

@@ -3,9 +3,9 @@
 local engine = require("ctrlplane.docker.engine")
 local gate = require("ctrlplane.docker.gate")
 local members = require("ctrlplane.docker.members")
+local network = require("ctrlplane.docker.network")
 local project = require("ctrlplane.docker.project")
 local steps = require("ctrlplane.docker.steps")
-local util = require("ctrlplane.docker.util")
 local validate = require("ctrlplane.docker.validate")
 
 local LABEL = project.LABEL
@@ -46,14 +46,11 @@ function P:scale(instance_id, spec, opts)
   local reps = cur.reps[main.name] or {cur.by[main.name]}
 
   -- limits, live, on the containers there are
-  local res = util.copy(main.resources or {})
   local update = {}
   if rs.cpu_millis then
-    res.cpu_millis = rs.cpu_millis
     update.NanoCpus = rs.cpu_millis * 1000000
   end
   if rs.memory_mb then
-    res.memory_mb = rs.memory_mb
     update.Memory = rs.memory_mb * 1048576
     update.MemorySwap = rs.memory_mb > 0 and 2 * rs.memory_mb * 1048576 or -1
   end
@@ -79,11 +76,17 @@ function P:scale(instance_id, spec, opts)
           .. "%d replicas cannot share", main.name, port.host, want), "invalid"
       end
     end
-    local s = util.copy(main)
-    s.resources = res
+    -- the new replicas carry the recorded spec (same spec hash as the
+    -- others) and run with the limits the others run with now: a scale sticks
+    local s = main
     local ctx = new_ctx(self, cur.inst, {on_event = opts.on_event,
       release = (cur.by[main.name].Labels or {})[LABEL.release]})
     ctx.history = (cur.by[main.name].Labels or {})[LABEL.releases]
+    local live, lerr, lcode = eng:get("/containers/" .. seg(cur.by[main.name].Id) .. "/json")
+    if not live then return nil, "inspecting service " .. main.name .. ": " .. lerr, lcode end
+    local h = live.HostConfig or {}
+    ctx.limits = {[main.name] = {cpu_millis = (h.NanoCpus or 0) // 1000000,
+      memory_mb = (h.Memory or 0) // 1048576}}
     local units, keys, used, rep = {}, {}, {}, 0
     for _, c in ipairs(reps) do used[c.replica or 1] = true end
     for _ = #reps + 1, want do -- the lowest free replica numbers
@@ -92,6 +95,11 @@ function P:scale(instance_id, spec, opts)
       units[#units + 1] = u
       keys[#keys + 1] = u.key
     end
+    -- stateful_set: the new replicas get (or find again) their own volumes
+    local top = rep
+    for r in pairs(used) do top = math.max(top, r) end
+    ok, err, code = network.ensure_volumes(ctx, {main}, {[main.name] = top})
+    if not ok then return nil, "scaling " .. main.name .. " up: " .. err, code end
     local ids
     ids, err, code = create_containers(ctx, units)
     if ids then
