@@ -3,6 +3,7 @@
 -- remove all of it.
 local engine = require("ctrlplane.docker.engine")
 local gate = require("ctrlplane.docker.gate")
+local json = require("ctrlplane.docker.json")
 local image = require("ctrlplane.docker.image")
 local json = require("ctrlplane.docker.json")
 local members = require("ctrlplane.docker.members")
@@ -148,6 +149,24 @@ function P:provision(req, opts)
     return nil, e, c
   end
 
+  -- a scale sticks: a replaced service whose request leaves its resources as
+  -- recorded keeps the replica count and the limits its containers run with
+  local sticky = {}
+  for _, s in ipairs(r.services) do
+    local c = existing[s.name]
+    if actions[s.name] == "replace" and c and s.role ~= "init" then
+      local recorded = members.spec_of(c).resources or {}
+      if json.encode(recorded) == json.encode(s.resources or {}) then
+        local live = self.engine:get("/containers/" .. seg(c.Id) .. "/json")
+        local h = type(live) == "table" and live.HostConfig or {}
+        ctx.limits = ctx.limits or {}
+        ctx.limits[s.name] = {cpu_millis = (h.NanoCpus or 0) // 1000000,
+          memory_mb = (h.Memory or 0) // 1048576}
+        sticky[s.name] = #(reps[s.name] or {c})
+      end
+    end
+  end
+
   -- services no longer listed and replaced ones go first (every replica)
   local doomed = {}
   for name, a in pairs(actions) do
@@ -170,7 +189,7 @@ function P:provision(req, opts)
   for _, s in ipairs(r.services) do
     local a = actions[s.name] or "create"
     if a == "create" or a == "replace" then
-      want_replicas[s.name] = math.max((s.resources or {}).replicas or 1, 1)
+      want_replicas[s.name] = sticky[s.name] or math.max((s.resources or {}).replicas or 1, 1)
     end
   end
   ok, err, code = ensure_volumes(ctx, r.services, want_replicas)
@@ -197,7 +216,7 @@ function P:provision(req, opts)
           if not ok then return abort(err, code) end
           ids[name] = ctx.created[#ctx.created]
         else
-          local n = (specs[name].resources or {}).replicas or 1
+          local n = sticky[name] or (specs[name].resources or {}).replicas or 1
           if n < 1 then n = 1 end
           counts[name] = n
           for rep = 1, n do to_create[#to_create + 1] = replica_unit(ctx, specs[name], rep) end
