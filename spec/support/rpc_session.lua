@@ -16,7 +16,8 @@ function M.start(args, env)
   for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "='" .. tostring(v) .. "'" end
   assert(os.execute(string.format("%s./cpdocker serve %s < %s/in > %s/out 2> %s/err & echo $! > %s/pid",
     #vars > 0 and ("env " .. table.concat(vars, " ") .. " ") or "", args or "", dir, dir, dir, dir)))
-  local s = setmetatable({dir = dir, buf = "", msgs = {}, next_id = 0}, Session)
+  local s = setmetatable({dir = dir, buf = "", msgs = {}, next_id = 0,
+    lines = setmetatable({}, {__mode = "k"})}, Session)
   s.w = assert(io.open(dir .. "/in", "w")) -- blocks until the server opens its end
   for _ = 1, 100 do
     s.r = io.open(dir .. "/out", "r")
@@ -50,7 +51,9 @@ function Session:poll()
       if not nl then break end
       local line = self.buf:sub(1, nl - 1)
       self.buf = self.buf:sub(nl + 1)
-      self.msgs[#self.msgs + 1] = assert(json.decode(line), "server wrote a line that is not JSON: " .. line)
+      local msg = assert(json.decode(line), "server wrote a line that is not JSON: " .. line)
+      self.msgs[#self.msgs + 1] = msg
+      if type(msg) == "table" then self.lines[msg] = line end
     end
   end
 end
@@ -72,6 +75,12 @@ function Session:expect(pred, timeout)
     end
     helper.sleep(0.02)
   end
+end
+
+-- The exact line the server wrote for a message (for checks on the JSON
+-- text itself, such as integer literals).
+function Session:raw_line(msg)
+  return self.lines[msg]
 end
 
 function Session:reply(id, timeout)

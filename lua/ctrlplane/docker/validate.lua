@@ -426,7 +426,7 @@ end
 
 local function check_config_files(errs, f, list, out)
   out.config_files = {}
-  if list == nil then return end
+  if list == nil or list == json.null then return end
   if not is_list(list) then
     errs:add(f .. ".config_files", "expected a list")
     return
@@ -489,7 +489,7 @@ end
 
 local function check_secrets(errs, f, list, out)
   out.secrets = {}
-  if list == nil then return end
+  if list == nil or list == json.null then return end
   if not is_list(list) then
     errs:add(f .. ".secrets", "expected a list")
     return
