@@ -14,20 +14,20 @@ describe("what and why", function()
     local id = session.new_id("why")
     local req = projects.three(id)
     local first = assert(p:provision(req))
-    assert.are.same({setup = "created", web = "created", side = "created"}, first.metadata.changes)
+    assert.are.same({setup = "created", web = "created", side = "created"}, first.changes)
     -- web: env changed; side: stopped behind the runtime's back; a new service
     req.services[2].env = {GREETING = "changed"}
     local side = projects.inspect("cp-" .. id .. "-side")
     helper.client():request("POST", "/containers/" .. side.Id .. "/stop", {query = {t = 1}})
     local again = assert(p:provision(req))
-    assert.are.equal("replaced: env GREETING changed", again.metadata.changes.web)
-    assert.matches("^started: was exited", again.metadata.changes.side)
-    assert.are.equal("kept: completed", again.metadata.changes.setup)
+    assert.are.equal("replaced: env GREETING changed", again.changes.web)
+    assert.matches("^started: was exited", again.changes.side)
+    assert.are.equal("kept: completed", again.changes.setup)
     -- nothing changed: everything kept; a service dropped: removed
     table.remove(req.services, 3)
     local third = assert(p:provision(req))
-    assert.are.equal("kept: unchanged", third.metadata.changes.web)
-    assert.are.equal("removed: no longer requested", third.metadata.changes.side)
+    assert.are.equal("kept: unchanged", third.changes.web)
+    assert.are.equal("removed: no longer requested", third.changes.side)
   end)
 
   it("a deploy reports what each listed service changed; two deploys in a second differ",

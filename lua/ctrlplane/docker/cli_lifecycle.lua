@@ -162,7 +162,7 @@ function M.install(cli)
     args = 1,
     run = request_command("provision", function(ctx, req, res)
       ctx:print("provisioned " .. req.instance_id .. " (" .. res.provider_ref .. ")")
-      local rows, changes = {}, (res.metadata or {}).changes or {}
+      local rows, changes = {}, res.changes or {}
       for _, n in ipairs(util.sorted_keys(res.service_refs)) do
         rows[#rows + 1] = {n, res.service_refs[n]:sub(1, 12), changes[n] or ""}
       end

@@ -266,9 +266,11 @@ function P:provision(req, opts)
     provider_ref = project.provider_ref(r.instance_id),
     service_refs = refs,
     endpoints = endpoints_of(r.instance_id, r.services, info, counts),
+    -- Go decodes metadata as map[string]string: only strings in it; what
+    -- each service went through is an extra top-level field (Go ignores it)
     metadata = {project = project.name(r.instance_id),
-      network = project.network_name(r.instance_id),
-      changes = changes_of(actions, reasons, r.services)},
+      network = project.network_name(r.instance_id)},
+    changes = changes_of(actions, reasons, r.services),
   }
 end
 
