@@ -263,3 +263,68 @@ describe("scripts/rollout.lua strategies", function()
     assert.matches("not ready at 2 of 5 samples %(last state running, unhealthy%)", why)
   end)
 end)
+
+describe("gate.canary and gate.judge_canary", function()
+  local gate = require("ctrlplane.docker.gate")
+
+  local function rollout_with(body)
+    local d = os.tmpname()
+    os.remove(d)
+    assert(os.execute("mkdir -p " .. d))
+    local f = assert(io.open(d .. "/rollout.lua", "w"))
+    f:write("return {plan = function() return {} end, strategy = function() return 'canary' end,\n"
+      .. body .. "}\n")
+    f:close()
+    local p = assert(policy.load({scripts_dir = "scripts", policy_dir = d}, "rollout"))
+    os.execute("rm -rf " .. d)
+    return p
+  end
+
+  local svc, req = {name = "web", role = "main"}, {strategy = "canary"}
+
+  it("uses the bundled window, and defaults when a script defines no canary()", function()
+    local bundled = assert(policy.load({scripts_dir = "scripts"}, "rollout"))
+    assert.are.same({window = 30, interval = 1}, gate.canary(bundled, svc, req))
+    assert.are.same(gate.CANARY_DEFAULT, gate.canary(rollout_with(""), svc, req))
+  end)
+
+  local bad = {
+    {"canary = function() return 5 end,", "must return {window, interval}"},
+    {"canary = function() return {window = -1} end,", "window must be a number of seconds"},
+    {"canary = function() return {window = 10, interval = 0} end,", "interval must be a number"},
+    {"canary = function() error('nope') end,", "nope"},
+  }
+  for _, row in ipairs(bad) do
+    it("refuses a canary() that " .. row[2], function()
+      local w, err, code = gate.canary(rollout_with(row[1]), svc, req)
+      assert.is_nil(w)
+      assert.are.equal("policy", code)
+      assert.truthy(err:find(row[2], 1, true), err)
+      assert.truthy(err:find("rollout.lua", 1, true), err)
+    end)
+  end
+
+  it("caps the interval at the window", function()
+    local w = gate.canary(rollout_with("canary = function() return {window = 2, interval = 9} end,"),
+      svc, req)
+    assert.are.same({window = 2, interval = 2}, w)
+  end)
+
+  local obs = {service = "web", window = 1, samples = 3, ready = true, not_ready = 0, restarts = 0}
+
+  it("judges by the default without judge_canary()", function()
+    local p = rollout_with("")
+    assert.is_true(gate.judge_canary(p, obs))
+    local bad_obs = {service = "web", window = 1, samples = 3, ready = false, not_ready = 1, restarts = 0}
+    local go, why = gate.judge_canary(p, bad_obs)
+    assert.is_false(go)
+    assert.matches("not ready at 1 of 3 samples", why)
+  end)
+
+  it("refuses a verdict that is not a boolean, naming the script", function()
+    local go, err, code = gate.judge_canary(rollout_with("judge_canary = function() return 'yes' end,"), obs)
+    assert.is_nil(go)
+    assert.are.equal("policy", code)
+    assert.matches("judge_canary.*must return true, or false and a reason", err)
+  end)
+end)
