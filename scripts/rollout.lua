@@ -14,7 +14,7 @@
 -- strategy(service, request) -> "start-first" | "recreate" | "blue-green" | "canary"
 --   service: {name, role, ports = {...}, health_check, replica};
 --   request: {strategy, release_id} (strategy as the DeployRequest sent it,
---   "" or nil when it sent none). Called for every container a deploy or
+--   nil when it sent none or Go's ""). Called for every container a deploy or
 --   rollback replaces. What each answer means:
 --   "start-first" (the request's "rolling", and the default): one container
 --     at a time, the new one starts beside the old one (same network alias

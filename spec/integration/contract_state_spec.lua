@@ -174,6 +174,30 @@ describe("contract state", function()
       assert.is_true(c.State.Running)
     end)
 
+    it("records the repo digest and pulls that image by digest when it is gone locally", function()
+      local id = session.new_id("pindig")
+      local built = own_tag(helper.IMAGE1, "dig")
+      local tag = "127.0.0.1:5000/" .. built
+      tags[#tags + 1] = tag
+      sh_ok(string.format("docker tag %s %s && docker push %s >/dev/null && docker rmi %s %s",
+        built, tag, tag, tag, built))
+      assert(p:provision(web(id, tag))) -- pulled from the registry
+      local want = image_id(tag)
+      assert(p:deploy({instance_id = id, release_id = "r2", services = {{name = "web",
+        image = helper.IMAGE2}}}))
+      local labels = assert(projects.inspect("cp-" .. id .. "-web")).Config.Labels
+      local snap = json.decode(labels["ctrlplane.releases"])[1].services.web
+      assert.are.equal(want, snap.image_id)
+      assert.matches("^127%.0%.0%.1:5000/cpdocker%-test/contract%-dig@sha256:%x+$", snap.repo_digest)
+      sh_ok("docker rmi " .. tag) -- gone from the host: only the registry has it
+      assert(p:rollback(id, "initial"))
+      local c = assert(projects.inspect("cp-" .. id .. "-web"))
+      assert.are.equal(want, c.Image)
+      assert.is_true(c.State.Running)
+      assert(p:deprovision(id))
+      sh_ok("docker rmi " .. snap.repo_digest) -- leave no pulled image behind
+    end)
+
     it("fails clearly, changing nothing, when that image is gone from the host", function()
       local id = session.new_id("pingone")
       local tag = own_tag(helper.IMAGE1, "gone")

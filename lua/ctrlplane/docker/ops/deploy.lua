@@ -357,7 +357,7 @@ local function apply_release(p, instance_id, release_id, strategy_req, changes, 
         if s.image_id then pinned[#pinned + 1] = s else images[#images + 1] = s.image end
         local st, serr, scode = gate.strategy(pol.rollout, {name = name, role = s.role,
           ports = s.ports, health_check = s.health_check},
-          {strategy = strategy_req or "", release_id = release_id},
+          {strategy = strategy_req, release_id = release_id},
           {grace = p.cfg.start_grace, drain = p.cfg.drain, ready_timeout = p.cfg.ready_timeout})
         if not st then return nil, serr, scode end
         if st.kind ~= "recreate" then
@@ -414,7 +414,7 @@ local function apply_release(p, instance_id, release_id, strategy_req, changes, 
   local rollout = pol.rollout
   function hooks.canary_window(u)
     return gate.canary(rollout, {name = u.spec.name, role = u.spec.role, replica = u.replica},
-      {strategy = strategy_req or "", release_id = release_id})
+      {strategy = strategy_req, release_id = release_id})
   end
   function hooks.judge(obs)
     return gate.judge_canary(rollout, obs)
