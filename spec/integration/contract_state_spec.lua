@@ -98,8 +98,8 @@ describe("contract state", function()
       assert(p:provision(stateful(id, "stateful_set")))
       local r1, r2 = "cp-" .. id .. "-db", "cp-" .. id .. "-db_2"
       local pre = "cp-" .. id .. "-"
-      assert.are.same({["/data"] = pre .. "data-R1", ["/data2"] = pre .. "data-2-R1"}, mounts(r1))
-      assert.are.same({["/data"] = pre .. "data-R2", ["/data2"] = pre .. "data-2-R2"}, mounts(r2))
+      assert.are.same({["/data"] = pre .. "data.R1", ["/data2"] = pre .. "data-2.R1"}, mounts(r1))
+      assert.are.same({["/data"] = pre .. "data.R2", ["/data2"] = pre .. "data-2.R2"}, mounts(r2))
       sh_ok("docker exec " .. r2 .. " sh -c 'echo two > /data/mark'")
       sh_ok("docker exec " .. r1 .. " sh -c 'echo one > /data/mark'")
 

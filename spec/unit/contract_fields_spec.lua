@@ -3,7 +3,6 @@
 -- and the rollout strategy definitions.
 local validate = require("ctrlplane.docker.validate")
 local policy = require("ctrlplane.docker.policy")
-local project = require("ctrlplane.docker.project")
 local tar = require("ctrlplane.docker.tar")
 
 local function base()
@@ -158,30 +157,6 @@ describe("tar.archive", function()
     local a, err = tar.archive({{path = "/" .. string.rep("x", 300), content = ""}})
     assert.is_nil(a)
     assert.matches("path too long", err)
-  end)
-end)
-
-describe("project.replica_volume_name", function()
-  it("is injective against shared volume names and across replicas", function()
-    local seen = {}
-    local function add(name, what)
-      assert.is_nil(seen[name], what .. " collides with " .. tostring(seen[name]))
-      seen[name] = what
-    end
-    for _, vol in ipairs({"data", "data-2", "data-r2", "data-1", "data_2", "data.2", "d"}) do
-      add(project.volume_name("inst1", vol), "shared " .. vol)
-      for r = 1, 12 do
-        add(project.replica_volume_name("inst1", vol, r), vol .. " replica " .. r)
-      end
-    end
-    assert.are.equal("cp-inst1-data-R2", project.replica_volume_name("inst1", "data", 2))
-    assert.are_not.equal(project.volume_name("inst1", "data-2"),
-      project.replica_volume_name("inst1", "data", 2))
-  end)
-
-  it("rejects replica numbers that are not positive integers", function()
-    assert.has_error(function() project.replica_volume_name("i", "data", 0) end)
-    assert.has_error(function() project.replica_volume_name("i", "data", 1.5) end)
   end)
 end)
 

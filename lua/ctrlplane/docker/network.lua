@@ -139,7 +139,7 @@ local function ensure_volumes(ctx, services, replicas)
       if v.type ~= "ephemeral" then
         local n = stateful and math.max((replicas or {})[s.name] or 1, 1) or 1
         for r = 1, n do
-          local name = stateful and project.replica_volume_name(ctx.inst.instance_id, v.name, r)
+          local name = stateful and project.volume_name(ctx.inst.instance_id, v.name, r)
             or project.volume_name(ctx.inst.instance_id, v.name)
           if not want[name] then
             want[name] = true

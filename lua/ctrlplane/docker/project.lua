@@ -67,17 +67,6 @@ function project.volume_name(id, volume, replica)
   return base
 end
 
--- A stateful_set replica's own volume: the project volume name with
--- "-R<replica>" appended (every replica, 1 included). Injective as long as
--- volume_name is: a volume name from a request is lowercase-only (see
--- validate.VOLUME_NAME), so no shared volume's name ends in "-R<digits>",
--- and the suffix is split off unambiguously (the volume literally named
--- "data-2" is cp-<id>-data-2, replica 2 of "data" is cp-<id>-data-R2).
-function project.replica_volume_name(id, volume, replica)
-  assert(math.type(replica) == "integer" and replica >= 1, "replica must be an integer >= 1")
-  return project.volume_name(id, volume) .. "-R" .. replica
-end
-
 -- Replica 1 (or nil) is the plain name; further replicas get "_N" (a
 -- service name cannot contain "_", so no other service's name can clash).
 function project.container_name(id, service, replica)

@@ -59,7 +59,7 @@ end
 -- stateful_set gives each replica its own, deployment shares one.
 local function volume_source(inst, v, replica)
   if inst.kind == "stateful_set" then
-    return project.replica_volume_name(inst.instance_id, v.name, replica or 1)
+    return project.volume_name(inst.instance_id, v.name, replica or 1)
   end
   return project.volume_name(inst.instance_id, v.name)
 end
