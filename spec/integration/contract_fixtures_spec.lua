@@ -31,6 +31,7 @@ local TABLE = {
       "deploy-empty-strategy.json"},
     scale = "scale.json", secret_env = "DB_PASSWORD", cfg_path = "/etc/app/app.json",
     file_content = '{"mode":"go"}'},
+  {file = "provision-nulls.json", services = {"web"}, endpoints = 2, log = "nulls up", deploys = {}},
   {file = "provision-stateful.json", services = {"db"}, endpoints = 0, replicas = 2, deploys = {}},
 }
 
@@ -100,8 +101,10 @@ local function cli_transport(secrets_dir)
     return events
   end
   function t.scale(id, spec)
-    local args = string.format("scale %s --cpu-millis %s --memory-mb %s --replicas %s", id,
-      spec.cpu_millis, spec.memory_mb, spec.replicas)
+    local args = "scale " .. id -- the CLI's flags: the fields that are set
+    for _, k in ipairs({"cpu_millis", "memory_mb", "replicas"}) do
+      if spec[k] and spec[k] ~= 0 then args = args .. " --" .. k:gsub("_", "-") .. " " .. spec[k] end
+    end
     run(args)
   end
   function t.info() local o = run("info") check(o, "Info") return types.parse(o) end
@@ -230,6 +233,7 @@ describe("Go-shaped fixtures round-trip", function()
           t.scale(id, json.decode(read(row.scale)))
           local c = projects.inspect("cp-" .. id .. "-web")
           assert.are.equal(96 * 1048576, c.HostConfig.Memory)
+          assert.are.equal(1, t.status(id).services.web.replicas.lit + 0) -- replicas 0: left alone
         end
 
         -- no secret value anywhere in what the status says
