@@ -140,6 +140,23 @@ describe("config_files and secrets", function()
     end)
   end
 
+  it("the swarm backend refuses config_files and secrets with field errors, never drops them",
+    function()
+    local docker = require("ctrlplane.docker")
+    local sw = assert(docker.new({backend = "swarm", secrets_dir = dir}))
+    finally(function() sw:close() end)
+    local id = session.new_id("cfgswarm")
+    local ok, err, code, errors = sw:provision(request(id))
+    assert.is_nil(ok)
+    assert.are.equal("invalid", code)
+    assert.truthy(err:find("services[0].config_files: config_files are not supported by the swarm "
+      .. "backend", 1, true), err)
+    local fields = {}
+    for _, e in ipairs(errors) do fields[#fields + 1] = e.field end
+    assert.are.same({"services[0].config_files", "services[0].secrets"}, fields)
+    assert.are.same({}, projects.leftovers(id))
+  end)
+
   it("fails with a field error when no resolver is configured", function()
     local bare = projects.provider({secrets_dir = false})
     finally(function() bare:close() end)

@@ -23,6 +23,10 @@ P.NO_UPDATE_GRACE = 5
 
 -- a contract field Swarm cannot apply is refused, never ignored
 local NO_DISK_LIMIT = "Swarm services have no per-task disk limit (send 0 for none)"
+local NO_FILES = "config_files are not supported by the swarm backend (the engine backend "
+  .. "writes them into the containers)"
+local NO_SECRETS = "secrets are not supported by the swarm backend (the engine backend "
+  .. "resolves them with scripts/secrets.lua)"
 
 -- the label that remembers a stopped service's replicas
 local STOPPED_REPLICAS = "ctrlplane.stopped-replicas"
@@ -276,13 +280,21 @@ function P:provision(req, opts)
   if not r then return nil, verr, vcode, verrors end
   local list_errs = {}
   for i, s in ipairs(r.services) do
+    local f = s.field or string.format("services[%d]", i - 1)
     if s.resources and (s.resources.disk_mb or 0) > 0 then
-      list_errs[#list_errs + 1] = {field = (s.field or string.format("services[%d]", i - 1))
-        .. ".resources.disk_mb", message = NO_DISK_LIMIT}
+      list_errs[#list_errs + 1] = {field = f .. ".resources.disk_mb", message = NO_DISK_LIMIT}
+    end
+    -- never dropped silently: the engine backend materializes these
+    -- (material.lua), this backend does not yet
+    if s.config_files then
+      list_errs[#list_errs + 1] = {field = f .. ".config_files", message = NO_FILES}
+    end
+    if s.secrets then
+      list_errs[#list_errs + 1] = {field = f .. ".secrets", message = NO_SECRETS}
     end
   end
   if #list_errs > 0 then return nil, "invalid request: " .. list_errs[1].field .. ": "
-    .. NO_DISK_LIMIT, "invalid", list_errs end
+    .. list_errs[1].message, "invalid", list_errs end
   local pol, perr, pcode = gate.load(self, {"rollout", "status", "reprovision"})
   if not pol then return nil, perr, pcode end
   local waves, werr, wcode = gate.plan(pol.rollout, r.services)
@@ -507,6 +519,10 @@ local function update_settings(p, pol, s, request)
     {grace = p.cfg.start_grace, drain = p.cfg.drain, ready_timeout = p.cfg.ready_timeout})
   if not st then return nil, err, code end
   local kind = st.kind
+  if kind == "blue-green" or kind == "canary" then -- not mapped onto Swarm updates (yet)
+    return nil, string.format("strategy %s is not supported by the swarm backend (rolling, "
+      .. "recreate)", kind), "invalid"
+  end
   for _, port in ipairs(s.ports or {}) do
     if port.host then kind = "recreate" end -- two tasks on one node cannot hold the port
   end
