@@ -86,6 +86,11 @@ local function cli_transport(secrets_dir)
   end
   function t.deploy(text) local o = with_file(text, "deploy") check(o, "DeployResult") return types.parse(o) end
   function t.status(id) local o = run("status " .. id) check(o, "InstanceStatus") return types.parse(o) end
+  function t.resources(id)
+    local o = run("resources " .. id)
+    check(o, "ResourceUsage")
+    return types.parse(o)
+  end
   function t.exec(id, cmd)
     local o = run("exec " .. id .. " -- sh -c '" .. cmd .. "'")
     check(o, "ExecResult")
@@ -132,6 +137,7 @@ local function rpc_transport(secrets_dir)
   function t.provision(text) return call("provision", json.decode(text), "ProvisionResult") end
   function t.deploy(text) return call("deploy", json.decode(text), "DeployResult") end
   function t.status(id) return call("status", {instance_id = id}, "InstanceStatus") end
+  function t.resources(id) return call("resources", {instance_id = id}, "ResourceUsage") end
   function t.exec(id, cmd)
     return call("exec", {instance_id = id, request = {command = {"sh", "-c", cmd}, tty = false}},
       "ExecResult")
@@ -203,6 +209,9 @@ describe("Go-shaped fixtures round-trip", function()
         if row.replicas then
           assert.are.equal(tostring(row.replicas), st.services[row.services[1]].replicas.lit)
         end
+
+        local usage = t.resources(id)
+        assert.is_true(tonumber(usage.memory_used_mb.lit) >= 1, "a running project uses memory")
 
         local ex = t.exec(id, "echo out; echo err >&2; exit 3")
         assert.are.equal("3", ex.exit_code.lit)
