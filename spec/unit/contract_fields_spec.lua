@@ -1,6 +1,6 @@
 -- Issue #11 pieces that need no daemon: validation of config_files and
--- secrets, the ustar writer, per-replica volume names, the secrets policy
--- and the rollout strategy definitions.
+-- secrets, the ustar writer, the secrets policy, the rollout strategy
+-- definitions and the gate's checks on canary() and judge_canary().
 local validate = require("ctrlplane.docker.validate")
 local policy = require("ctrlplane.docker.policy")
 local tar = require("ctrlplane.docker.tar")
