@@ -543,12 +543,7 @@ function validate.files_and_secrets(errs, f, s, out)
   if #out.secrets == 0 then out.secrets = nil end
 end
 
-local function check_service(errs, f, s, seen_names, limits)
-  local out = {}
-  if type(s) ~= "table" then
-    errs:add(f, "expected an object, got %s", type(s))
-    return nil
-  end
+local function check_name(errs, f, s, seen_names, out)
   if type(s.name) ~= "string" or s.name == "" then
     errs:add(f .. ".name", "is required")
   elseif #s.name > validate.SERVICE_NAME_MAX or not s.name:match(validate.SERVICE_NAME)
@@ -562,6 +557,101 @@ local function check_service(errs, f, s, seen_names, limits)
     seen_names[s.name] = f
     out.name = s.name
   end
+end
+
+local function check_port(errs, pf, p, limits)
+  local port = {}
+  if p.container == nil then
+    errs:add(pf .. ".container", "is required")
+  elseif check_int(errs, pf .. ".container", p.container, 1, 65535) then
+    port.container = math.tointeger(p.container)
+  end
+  if check_int(errs, pf .. ".host", p.host, 0, 65535) and p.host and p.host ~= 0 then
+    port.host = math.tointeger(p.host)
+    if port.host < 1024 and not limit(limits, "allow_privileged_ports", false) then
+      errs:add(pf .. ".host", "host port %d is privileged (below 1024); the operator "
+        .. "must allow it (CP_DOCKER_ALLOW_PRIVILEGED_PORTS=1)", port.host)
+    end
+  end
+  local proto = p.protocol
+  if proto == nil or proto == "" then proto = "tcp" end
+  if type(proto) == "string" then proto = proto:lower() end
+  if proto ~= "tcp" and proto ~= "udp" then
+    errs:add(pf .. ".protocol", "must be tcp or udp (got %s)", show(p.protocol))
+    proto = "tcp" -- reported above; keeps the checks below well-typed
+  end
+  port.protocol = proto
+  return port
+end
+
+local function check_volume(errs, vf, v)
+  local vol = {}
+  if type(v.name) ~= "string" or not v.name:match(validate.VOLUME_NAME) or #v.name > 63 then
+    errs:add(vf .. ".name", "%s is not a valid volume name (lowercase letters, digits, "
+      .. "'_', '.', '-')", show(v.name))
+  else
+    vol.name = v.name
+  end
+  vol.mount_path = check_mount_path(errs, vf .. ".mount_path", v.mount_path)
+  if check_int(errs, vf .. ".size_mb", v.size_mb, 0, 1 << 30) then
+    vol.size_mb = v.size_mb and math.tointeger(v.size_mb) or nil
+  end
+  local ty = v.type
+  if ty == nil or ty == "" then ty = "persistent" end
+  if not validate.VOLUME_TYPES[ty] then
+    errs:add(vf .. ".type", "must be persistent or ephemeral (got %s)", show(v.type))
+  end
+  vol.type = ty
+  return vol
+end
+
+-- A list field of objects, each checked by item(errs, field, value).
+local function check_objects(errs, f, list, item)
+  local out = {}
+  if list == nil then return out end
+  if not is_list(list) then
+    errs:add(f, "expected a list")
+    return out
+  end
+  for i, v in ipairs(list) do
+    local vf = string.format("%s[%d]", f, i - 1)
+    if type(v) ~= "table" then
+      errs:add(vf, "expected an object, got %s", type(v))
+    else
+      out[#out + 1] = item(errs, vf, v)
+    end
+  end
+  return out
+end
+
+-- What a role allows: no ports on an init, replicas only on the main
+-- service, and no fixed host port shared by replicas.
+local function check_role_limits(errs, f, role, out)
+  if role == "init" and #out.ports > 0 then
+    errs:add(f .. ".ports", "an init service runs once and exits: it cannot publish ports")
+  end
+  local n = out.resources and out.resources.replicas
+  if n and n > 1 then
+    if role ~= "main" then
+      errs:add(f .. ".resources.replicas", "only the main service can run replicas (got %d for a %s)",
+        n, role)
+    end
+    for j, p in ipairs(out.ports) do
+      if p.host then
+        errs:add(string.format("%s.ports[%d].host", f, j - 1), "fixed host port %d cannot be "
+          .. "shared by %d replicas", p.host, n)
+      end
+    end
+  end
+end
+
+local function check_service(errs, f, s, seen_names, limits)
+  local out = {}
+  if type(s) ~= "table" then
+    errs:add(f, "expected an object, got %s", type(s))
+    return nil
+  end
+  check_name(errs, f, s, seen_names, out)
   out.image = check_image(errs, f .. ".image", s.image)
   local role = s.role
   if role == nil or role == "" then role = "main" end
@@ -586,93 +676,14 @@ local function check_service(errs, f, s, seen_names, limits)
       "environment variable name (letters, digits, '_'; not starting with a digit)")
     out.env = s.env
   end
-  out.ports = {}
-  if s.ports ~= nil then
-    if not is_list(s.ports) then
-      errs:add(f .. ".ports", "expected a list")
-    else
-      for i, p in ipairs(s.ports) do
-        local pf = string.format("%s.ports[%d]", f, i - 1)
-        if type(p) ~= "table" then
-          errs:add(pf, "expected an object, got %s", type(p))
-        else
-          local port = {}
-          if p.container == nil then
-            errs:add(pf .. ".container", "is required")
-          elseif check_int(errs, pf .. ".container", p.container, 1, 65535) then
-            port.container = math.tointeger(p.container)
-          end
-          if check_int(errs, pf .. ".host", p.host, 0, 65535) and p.host and p.host ~= 0 then
-            port.host = math.tointeger(p.host)
-            if port.host < 1024 and not limit(limits, "allow_privileged_ports", false) then
-              errs:add(pf .. ".host", "host port %d is privileged (below 1024); the operator "
-                .. "must allow it (CP_DOCKER_ALLOW_PRIVILEGED_PORTS=1)", port.host)
-            end
-          end
-          local proto = p.protocol
-          if proto == nil or proto == "" then proto = "tcp" end
-          if type(proto) == "string" then proto = proto:lower() end
-          if proto ~= "tcp" and proto ~= "udp" then
-            errs:add(pf .. ".protocol", "must be tcp or udp (got %s)", show(p.protocol))
-            proto = "tcp" -- reported above; keeps the checks below well-typed
-          end
-          port.protocol = proto
-          out.ports[#out.ports + 1] = port
-        end
-      end
-    end
-  end
-  out.volumes = {}
-  if s.volumes ~= nil then
-    if not is_list(s.volumes) then
-      errs:add(f .. ".volumes", "expected a list")
-    else
-      for i, v in ipairs(s.volumes) do
-        local vf = string.format("%s.volumes[%d]", f, i - 1)
-        if type(v) ~= "table" then
-          errs:add(vf, "expected an object, got %s", type(v))
-        else
-          local vol = {}
-          if type(v.name) ~= "string" or not v.name:match(validate.VOLUME_NAME) or #v.name > 63 then
-            errs:add(vf .. ".name", "%s is not a valid volume name (lowercase letters, digits, "
-              .. "'_', '.', '-')", show(v.name))
-          else
-            vol.name = v.name
-          end
-          vol.mount_path = check_mount_path(errs, vf .. ".mount_path", v.mount_path)
-          if check_int(errs, vf .. ".size_mb", v.size_mb, 0, 1 << 30) then
-            vol.size_mb = v.size_mb and math.tointeger(v.size_mb) or nil
-          end
-          local ty = v.type
-          if ty == nil or ty == "" then ty = "persistent" end
-          if not validate.VOLUME_TYPES[ty] then
-            errs:add(vf .. ".type", "must be persistent or ephemeral (got %s)", show(v.type))
-          end
-          vol.type = ty
-          out.volumes[#out.volumes + 1] = vol
-        end
-      end
-    end
-  end
+  out.ports = check_objects(errs, f .. ".ports", s.ports, function(e, pf, p)
+    return check_port(e, pf, p, limits)
+  end)
+  out.volumes = check_objects(errs, f .. ".volumes", s.volumes, check_volume)
   if s.health_check ~= nil then
     out.health_check = check_health(errs, f .. ".health_check", s.health_check)
   end
-  if role == "init" and #out.ports > 0 then
-    errs:add(f .. ".ports", "an init service runs once and exits: it cannot publish ports")
-  end
-  local n = out.resources and out.resources.replicas
-  if n and n > 1 then
-    if role ~= "main" then
-      errs:add(f .. ".resources.replicas", "only the main service can run replicas (got %d for a %s)",
-        n, role)
-    end
-    for j, p in ipairs(out.ports) do
-      if p.host then
-        errs:add(string.format("%s.ports[%d].host", f, j - 1), "fixed host port %d cannot be "
-          .. "shared by %d replicas", p.host, n)
-      end
-    end
-  end
+  check_role_limits(errs, f, role, out)
   if s.annotations ~= nil then
     check_map(errs, f .. ".annotations", s.annotations, validate.LABEL_KEY, "annotation key",
       validate.RESERVED_LABEL_PREFIX)
