@@ -267,6 +267,79 @@ end
 
 Monitor.__close = Monitor.close
 
+-- ---- sampling paths ------------------------------------------------------------
+
+-- The shared one-shot sampler keeps a ring per container id it has seen.
+-- Entries of containers not in this call and not sampled for
+-- M.SAMPLER_STALE seconds (or with no sample: gone) are forgotten, so a
+-- long-lived provider over churning instances keeps a flat footprint.
+local function prune(sampler, keep)
+  for _, id in ipairs(sampler:ids()) do
+    if not keep[id] then
+      local u = sampler:usage(id)
+      if not u or (u.age or 0) > M.SAMPLER_STALE then sampler:forget(id) end
+    end
+  end
+end
+
+-- Samples ids from their cgroup files: two readings `interval` apart.
+-- Returns samples (id -> usage) and failed (id -> {error, code}).
+local function kernel_fetch(self, ids, interval)
+  local t0 = core.clock()
+  local readers = {core.cgroup_open(ids)}
+  local missing = {}
+  for id, f in pairs(readers[1]:failures()) do
+    if f.code == "not_found" then missing[#missing + 1] = id end
+  end
+  if #missing > 0 then
+    -- not where the drivers put it by default (a custom cgroup parent):
+    -- the daemon names the container's init pid, whose cgroup file names the directory
+    local calls = {}
+    for i, id in ipairs(missing) do calls[i] = {path = "/containers/" .. id .. "/json"} end
+    local targets = {}
+    for i, r in ipairs(self.engine:batch(calls)) do
+      local pid = r.value and r.value.State and math.tointeger(r.value.State.Pid)
+      if pid and pid > 0 then targets[#targets + 1] = {id = missing[i], pid = pid} end
+    end
+    if #targets > 0 then readers[2] = core.cgroup_open(targets) end
+  end
+  local wait = interval - (core.clock() - t0)
+  if wait > 0 and not core.sleep(wait) then return nil, "interrupted", "interrupted" end
+  local samples, failed = {}, {}
+  for _, reader in ipairs(readers) do
+    for id, u in pairs(reader:sample()) do
+      if u.error then
+        if not samples[id] then failed[id] = u end
+      else
+        samples[id], failed[id] = u, nil
+      end
+    end
+  end
+  return samples, failed
+end
+
+-- The daemon's stats of ids at once; adds them to samples.
+local function api_fetch(self, ids, samples, opts)
+  local sampler = self:_sampler()
+  local results, ferr, fcode = sampler:fetch(ids,
+    {one_shot = opts.one_shot, timeout = opts.timeout or 30})
+  if not results then return nil, ferr, fcode end
+  local keep = {}
+  for _, id in ipairs(ids) do keep[id] = true end
+  prune(sampler, keep)
+  for id, r in pairs(results) do
+    if r.error then
+      -- gone or stopped since the listing: a gap; the daemon down: an error
+      if r.code == "unreachable" or r.code == "interrupted" then
+        return nil, r.error, r.code
+      end
+    else
+      samples[id] = r
+    end
+  end
+  return true
+end
+
 -- ---- provider methods ------------------------------------------------------------
 
 function M.install(docker)
@@ -279,19 +352,6 @@ function M.install(docker)
       self._host_mem = type(info) == "table" and tonumber(info.MemTotal) or false
     end
     return self._host_mem or nil
-  end
-
-  -- The shared one-shot sampler keeps a ring per container id it has seen.
-  -- Entries of containers not in this call and not sampled for
-  -- M.SAMPLER_STALE seconds (or with no sample: gone) are forgotten, so a
-  -- long-lived provider over churning instances keeps a flat footprint.
-  local function prune(sampler, keep)
-    for _, id in ipairs(sampler:ids()) do
-      if not keep[id] then
-        local u = sampler:usage(id)
-        if not u or (u.age or 0) > M.SAMPLER_STALE then sampler:forget(id) end
-      end
-    end
   end
 
   function Provider:_sampler()
@@ -309,64 +369,6 @@ function M.install(docker)
       self._cgroup = local_daemon and core.cgroup_probe() or false
     end
     return self._cgroup
-  end
-
-  -- Samples ids from their cgroup files: two readings `interval` apart.
-  -- Returns samples (id -> usage) and failed (id -> {error, code}).
-  local function kernel_fetch(self, ids, interval)
-    local t0 = core.clock()
-    local readers = {core.cgroup_open(ids)}
-    local missing = {}
-    for id, f in pairs(readers[1]:failures()) do
-      if f.code == "not_found" then missing[#missing + 1] = id end
-    end
-    if #missing > 0 then
-      -- not where the drivers put it by default (a custom cgroup parent):
-      -- the daemon names the container's init pid, whose cgroup file names the directory
-      local calls = {}
-      for i, id in ipairs(missing) do calls[i] = {path = "/containers/" .. id .. "/json"} end
-      local targets = {}
-      for i, r in ipairs(self.engine:batch(calls)) do
-        local pid = r.value and r.value.State and math.tointeger(r.value.State.Pid)
-        if pid and pid > 0 then targets[#targets + 1] = {id = missing[i], pid = pid} end
-      end
-      if #targets > 0 then readers[2] = core.cgroup_open(targets) end
-    end
-    local wait = interval - (core.clock() - t0)
-    if wait > 0 and not core.sleep(wait) then return nil, "interrupted", "interrupted" end
-    local samples, failed = {}, {}
-    for _, reader in ipairs(readers) do
-      for id, u in pairs(reader:sample()) do
-        if u.error then
-          if not samples[id] then failed[id] = u end
-        else
-          samples[id], failed[id] = u, nil
-        end
-      end
-    end
-    return samples, failed
-  end
-
-  -- The daemon's stats of ids at once; adds them to samples.
-  local function api_fetch(self, ids, samples, opts)
-    local sampler = self:_sampler()
-    local results, ferr, fcode = sampler:fetch(ids,
-      {one_shot = opts.one_shot, timeout = opts.timeout or 30})
-    if not results then return nil, ferr, fcode end
-    local keep = {}
-    for _, id in ipairs(ids) do keep[id] = true end
-    prune(sampler, keep)
-    for id, r in pairs(results) do
-      if r.error then
-        -- gone or stopped since the listing: a gap; the daemon down: an error
-        if r.code == "unreachable" or r.code == "interrupted" then
-          return nil, r.error, r.code
-        end
-      else
-        samples[id] = r
-      end
-    end
-    return true
   end
 
   -- opts: {one_shot = bool (API path: no daemon wait; CPU needs an earlier call),
