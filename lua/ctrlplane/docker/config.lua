@@ -11,6 +11,19 @@
 -- ("engine" | "swarm"), nodes ({hostname = URL} or "name=URL,..."),
 -- endpoint_mode, publish_mode (swarm); exec_timeout, exec_output_max;
 -- stats_source, stats_interval.
+--
+-- opts.names (optional) maps an option key to what the operator typed for
+-- it (the CLI passes {host = "--host", ...}), so an error names the flag or
+-- the environment variable that was set, never an internal key.
+--
+-- TLS follows the docker CLI: DOCKER_TLS_VERIFY (any non-empty value) turns
+-- on TLS *and* verification of the daemon's certificate against
+-- DOCKER_CERT_PATH/ca.pem (default ~/.docker; the system CAs when there is
+-- no ca.pem), sending cert.pem/key.pem when present. DOCKER_CERT_PATH alone
+-- only says where the files are: like `docker`, it does not turn on TLS, so
+-- a TLS port answers plain HTTP with an error saying to set
+-- DOCKER_TLS_VERIFY. An https:// host or opts.tls means TLS, verified too.
+-- Verification is off only when asked for by name: opts.tls_verify = false.
 local config = {}
 
 config.DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -52,11 +65,17 @@ function config.seconds(v, field)
   return total
 end
 
+-- What the operator set for `key`: the flag or option name, or the variable.
+local function source_name(opts, key, env)
+  if opts[key] ~= nil then return (opts.names and opts.names[key]) or key end
+  return env or key
+end
+
 local function number_setting(opts, getenv, key, env, default)
   local v = opts[key]
   if v == nil then v = nonempty(getenv(env)) end
   if v == nil then return default end
-  local s, err = config.seconds(v, key)
+  local s, err = config.seconds(v, source_name(opts, key, env))
   if not s then return nil, err end
   return s
 end
@@ -89,27 +108,55 @@ function config.nodes(v)
   return out
 end
 
+local function readable(path)
+  local f = io.open(path, "r")
+  if f then f:close() end
+  return f ~= nil
+end
+
 function config.resolve(opts, getenv)
   opts = opts or {}
   getenv = getenv or os.getenv
   local cfg = {}
+  local host_from = nonempty(opts.host) and source_name(opts, "host")
+    or nonempty(getenv("CP_DOCKER_HOST")) and "CP_DOCKER_HOST"
+    or nonempty(getenv("DOCKER_HOST")) and "DOCKER_HOST" or "host"
   cfg.host = nonempty(opts.host) or nonempty(getenv("CP_DOCKER_HOST"))
     or nonempty(getenv("DOCKER_HOST")) or config.DEFAULT_HOST
+  cfg.host_from = host_from
   if not (cfg.host:match("^unix://.") or cfg.host:match("^tcp://.")
       or cfg.host:match("^https?://.")) then
-    return nil, "host: invalid Docker host \"" .. cfg.host
+    return nil, host_from .. ": invalid Docker host \"" .. cfg.host
       .. "\" (expected unix:///path/to/docker.sock or tcp://host:port)"
   end
+  -- TLS as the docker CLI does it (see the top of this file)
+  local env_verify = nonempty(getenv("DOCKER_TLS_VERIFY")) ~= nil
   local verify = opts.tls_verify
-  if verify == nil then verify = nonempty(getenv("DOCKER_TLS_VERIFY")) ~= nil end
+  if verify == nil then verify = env_verify end
   local cert_path = nonempty(opts.cert_path) or nonempty(getenv("DOCKER_CERT_PATH"))
-  cfg.tls = opts.tls or verify or cert_path ~= nil
-  cfg.tls_verify = verify and true or false
+  cfg.tls = (opts.tls or verify or cfg.host:match("^https://")) and true or false
+  if cfg.host:match("^http://") then cfg.tls = false end
+  -- on unless switched off by name (tls_verify = false)
+  cfg.tls_verify = cfg.tls and opts.tls_verify ~= false
+  cfg.cert_path = cert_path or ((getenv("HOME") or "") .. "/.docker")
+  cfg.cert_path_from = cert_path and (nonempty(opts.cert_path) and source_name(opts, "cert_path")
+    or "DOCKER_CERT_PATH") or "~/.docker"
   if cfg.tls then
-    cert_path = cert_path or ((getenv("HOME") or "") .. "/.docker")
-    cfg.ca = cert_path .. "/ca.pem"
-    cfg.cert = cert_path .. "/cert.pem"
-    cfg.key = cert_path .. "/key.pem"
+    local ca = cfg.cert_path .. "/ca.pem"
+    local cert, key = cfg.cert_path .. "/cert.pem", cfg.cert_path .. "/key.pem"
+    -- a file that is not there is left out, as docker does (no ca.pem: the
+    -- system's CAs; no client certificate: none sent) -- unless the
+    -- operator named the directory, where a missing ca.pem is a mistake
+    if readable(ca) then
+      cfg.ca = ca
+    elseif cert_path and cfg.tls_verify then
+      return nil, string.format("%s: %s not found (the CA that signed the Docker daemon's "
+        .. "certificate); put it there, or point %s at the directory holding ca.pem, "
+        .. "cert.pem and key.pem", cfg.cert_path_from, ca, cfg.cert_path_from)
+    end
+    if readable(cert) and readable(key) then
+      cfg.cert, cfg.key = cert, key
+    end
   end
   cfg.api_version = nonempty(opts.api_version) or nonempty(getenv("DOCKER_API_VERSION"))
   local err
@@ -170,7 +217,8 @@ function config.resolve(opts, getenv)
     or "if-not-present"
   if cfg.pull_policy ~= "if-not-present" and cfg.pull_policy ~= "always"
       and cfg.pull_policy ~= "never" then
-    return nil, "pull_policy: must be if-not-present, always or never (got \""
+    return nil, source_name(opts, "pull_policy", "CP_DOCKER_PULL_POLICY")
+      .. ": must be if-not-present, always or never (got \""
       .. cfg.pull_policy .. "\")"
   end
   cfg.policy_dir = nonempty(opts.policy_dir) or nonempty(getenv("CP_POLICY_DIR"))

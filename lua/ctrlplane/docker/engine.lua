@@ -8,7 +8,7 @@ local trace = require("ctrlplane.docker.trace")
 local Engine = {}
 Engine.__index = Engine
 
-local M = {}
+local M = {Engine = Engine}
 
 -- cfg: a table from config.resolve
 function M.new(cfg)
@@ -25,6 +25,68 @@ function M.new(cfg)
   })
   if not client then return nil, err, code end
   return setmetatable({client = client, cfg = cfg}, Engine)
+end
+
+-- ---- errors that say what to fix ------------------------------------------
+
+-- Turns a transport failure into one that tells the operator what to change
+-- (TLS set-up, the timeout variable). Returns message, code.
+function Engine:explain(err, code, status)
+  local cfg = self.cfg
+  if type(err) ~= "string" then return err, code end
+  local host = cfg.host or "?"
+  local tcp = host:match("^tcp://") or host:match("^https?://")
+  if code == "tls" or (cfg.tls and code == "protocol" and err:find("SSL", 1, true)) then
+    local from = cfg.cert_path_from or "DOCKER_CERT_PATH"
+    local lower = err:lower()
+    if lower:find("wrong version number", 1, true) or lower:find("packet length too long", 1, true)
+        or lower:find("unexpected eof", 1, true) then
+      return string.format("%s -- the Docker daemon at %s does not speak TLS on this port: "
+        .. "use its TLS port (usually 2376), or unset DOCKER_TLS_VERIFY for a plain port", err,
+        host), "tls"
+    elseif lower:find("certificate required", 1, true) or lower:find("bad certificate", 1, true)
+        or lower:find("handshake failure", 1, true) then
+      return string.format("%s -- the Docker daemon at %s refused the client certificate%s: "
+        .. "put the cert.pem and key.pem its CA signed in %s (%s)", err, host,
+        cfg.cert and "" or " (none was sent)", from, cfg.cert_path), "tls"
+    elseif lower:find("certificate", 1, true) or lower:find("issuer", 1, true)
+        or lower:find("verify", 1, true) or lower:find("self.signed") then
+      return string.format("%s -- the Docker daemon's certificate at %s is not signed by %s: "
+        .. "point %s at the directory holding the CA that signed it (ca.pem), "
+        .. "or check that the host name is one the certificate names", err, host,
+        cfg.ca and ("the CA in " .. cfg.ca) or "a CA this system trusts", from), "tls"
+    end
+    return err, "tls"
+  end
+  if tcp and not cfg.tls then
+    if (status == 400 and err:find("HTTPS server", 1, true))
+        or (code == "unreachable" and err:find("Empty reply", 1, true)) then
+      return string.format("%s -- the Docker daemon at %s speaks TLS on this port: set "
+        .. "DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to the directory holding ca.pem, "
+        .. "cert.pem and key.pem", err, host), "tls"
+    end
+  end
+  if code == "timeout" then
+    if err:find("Connection timed out", 1, true) or err:find("Failed to connect", 1, true) then
+      return string.format("%s (connect timeout %gs: raise CP_DOCKER_CONNECT_TIMEOUT)", err,
+        cfg.connect_timeout or 2), code
+    end
+    return string.format("%s (request timeout %gs: raise CP_DOCKER_TIMEOUT)", err,
+      self._timeout_used or cfg.timeout or 60), code
+  end
+  return err, code
+end
+
+-- A stop (or restart) waits up to its `t` seconds for the container to end
+-- before Docker kills it: the request's own timeout covers that on top of
+-- the usual one, so `stop --timeout 90` works with the default 60 s.
+local function request_timeout(cfg, path, query, given)
+  if given then return given end
+  local t = query and tonumber(query.t)
+  if t and (path:match("/stop$") or path:match("/restart$")) then
+    return (cfg.timeout or 60) + t
+  end
+  return nil
 end
 
 local function decode_response(res)
@@ -76,10 +138,17 @@ function Engine:call(method, path, query, body, opts)
   if opts then
     for k, v in pairs(opts) do o[k] = v end
   end
+  o.timeout = request_timeout(self.cfg, path, query, o.timeout)
+  self._timeout_used = o.timeout
   local t0 = trace.on and core.clock()
   local res, err, code, status = self.client:request(method, path, o)
   if t0 then trace.api(method, path, t0, not res and ("failed: " .. tostring(code)) or nil) end
-  if not res then return nil, M.scrub(err, code), code, status end
+  if not res then
+    err, code = self:explain(M.scrub(err, code), code, status)
+    self._timeout_used = nil
+    return nil, err, code, status
+  end
+  self._timeout_used = nil
   return decode_response(res)
 end
 
@@ -93,6 +162,7 @@ function Engine:delete(path, query, opts) return self:call("DELETE", path, query
 function Engine:batch(calls, opts)
   if #calls == 0 then return {} end
   local reqs, refused = {}, {}
+  local stretch = 0
   for i, call in ipairs(calls) do
     local c = call
     local ok, perr, pcode = M.check_path(c.path)
@@ -103,22 +173,32 @@ function Engine:batch(calls, opts)
     local body = c.body
     if body ~= nil and type(body) ~= "string" then body = json.encode(body) end
     reqs[i] = {method = c.method or "GET", path = c.path, query = c.query, body = body}
+    stretch = math.max(stretch, request_timeout(self.cfg, c.path, c.query) or 0)
   end
+  if stretch > 0 and not (opts and opts.timeout) then
+    local o = {timeout = stretch}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    opts = o
+  end
+  self._timeout_used = opts and opts.timeout
   local t0 = trace.on and core.clock()
   local results, berr, bcode, bstatus = self.client:batch(reqs, opts)
   if t0 then
     for _, r in ipairs(reqs) do trace.api(r.method, r.path, t0, "(batch of " .. #reqs .. ")") end
   end
   if not results then -- the whole batch failed (no daemon to negotiate the API version with)
+    local msg, code = self:explain(berr, bcode, bstatus)
     results = {}
-    for i = 1, #reqs do results[i] = {error = berr, code = bcode, status = bstatus} end
+    for i = 1, #reqs do results[i] = {error = msg, code = code, status = bstatus, explained = true} end
   end
   local out = {}
   for i, r in ipairs(results) do
     if refused[i] then
       out[i] = refused[i]
     elseif r.error then
-      out[i] = {error = M.scrub(r.error, r.code), code = r.code, status = r.status}
+      local msg, code = M.scrub(r.error, r.code), r.code
+      if not r.explained then msg, code = self:explain(msg, code, r.status) end
+      out[i] = {error = msg, code = code, status = r.status}
     else
       local value, err, code = decode_response(r)
       if value == nil then
@@ -128,6 +208,7 @@ function Engine:batch(calls, opts)
       end
     end
   end
+  self._timeout_used = nil
   return out
 end
 
@@ -143,12 +224,21 @@ function Engine:stream(method, path, query, opts)
   local t0 = trace.on and core.clock()
   local stream, err, code, status = self.client:stream(method, path, o)
   if t0 then trace.api(method, path, t0, "(stream opened)") end
-  return stream, err, code, status
+  if not stream then
+    err, code = self:explain(err, code, status)
+    return nil, err, code, status
+  end
+  return stream
 end
 
 -- Pings the daemon without the version prefix; returns the raw response.
 function Engine:ping()
-  return self.client:request("GET", "/_ping", {raw = true})
+  local res, err, code, status = self.client:request("GET", "/_ping", {raw = true})
+  if not res then
+    err, code = self:explain(err, code, status)
+    return nil, err, code, status
+  end
+  return res
 end
 
 function Engine:api_version()
