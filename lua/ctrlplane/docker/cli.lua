@@ -20,12 +20,15 @@ global options (accepted anywhere on the line):
   --backend NAME     engine (one Docker host, default) or swarm (--host is a swarm
                      manager; $CP_DOCKER_NODES maps node hostnames to daemons)
                      ($CP_DOCKER_BACKEND)
-  --json             print results as JSON in the provider contract's shape
+  --json             print results as JSON in the provider contract's shape;
+                     errors too: {"error": {"message", "code"}} on stdout
   --help, -h         this help, or `cpdocker COMMAND --help` for one command
+  --version          cpdocker's version (`cpdocker version`: the daemon's too)
 
 commands:
 %s
-exit status: 0 success, 1 the operation failed, 2 usage error.
+exit status: 0 success, 1 the operation failed (the reason on stderr, with
+its stable code in brackets), 2 usage error.
 ]]
 
 -- name -> {usage, summary, options = {flag = "value"|"flag"}, run = fn(ctx, args, opts)}
@@ -58,9 +61,39 @@ function Ctx:json(value)
   self.stdout:write(json.encode(value), "\n")
 end
 
-function Ctx:fail(msg)
-  self.stderr:write("cpdocker: ", tostring(msg), "\n")
+-- Every error carries a stable code: the operation's, or "error" when the
+-- failure has none of its own. With --json the error is a JSON document on
+-- stdout, {"error": {"message", "code"[, "errors"]}}, so a caller parsing
+-- stdout always gets one; the exit status is the same either way.
+function Ctx:fail(msg, code, errors)
+  if code == nil and not self._provider then code = self._provider_code end
+  code = code or "error"
+  msg = tostring(msg)
+  if self.json_out then
+    local e = {message = msg, code = code}
+    if errors and #errors > 0 then e.errors = errors end
+    self.stdout:write(json.encode({error = e}), "\n")
+    self.stdout:flush()
+    return 1
+  end
+  if msg:sub(-#code - 2) == "[" .. code .. "]" then
+    self.stderr:write("cpdocker: ", msg, "\n")
+  else
+    self.stderr:write("cpdocker: ", msg, " [", code, "]\n")
+  end
   return 1
+end
+
+-- A usage error (exit 2), as JSON with --json.
+function Ctx:usage_fail(msg, usage)
+  if self.json_out then
+    self.stdout:write(json.encode({error = {message = msg, code = "usage",
+      usage = usage and ("cpdocker " .. usage) or nil}}), "\n")
+    return 2
+  end
+  self.stderr:write(msg, "\n", usage and ("usage: cpdocker " .. usage .. "\n")
+    or "(see cpdocker --help)\n")
+  return 2
 end
 
 -- Prints rows of {key, value} aligned.
@@ -99,18 +132,22 @@ end
 -- Reports a failed operation: the message, and one line per invalid field.
 function Ctx:fail_op(what, err, code, errors)
   if errors and #errors > 0 then
-    self.stderr:write("cpdocker: ", what, ": invalid request\n")
+    if self.json_out then
+      return self:fail(what .. ": invalid request", code or "invalid", errors)
+    end
+    self.stderr:write("cpdocker: ", what, ": invalid request [", code or "invalid", "]\n")
     for _, e in ipairs(errors) do
       self.stderr:write("  ", e.field, ": ", e.message, "\n")
     end
     return 1
   end
-  return self:fail(string.format("%s: %s%s", what, tostring(err),
-    code and (" [" .. code .. "]") or ""))
+  return self:fail(string.format("%s: %s", what, tostring(err)), code)
 end
 
+-- Colour only on a terminal, and never with NO_COLOR set or TERM=dumb
+-- (https://no-color.org); ctx.color_ok is decided once in cli.main.
 function Ctx:color(code, text)
-  if self.tty then return "\27[" .. code .. "m" .. text .. "\27[0m" end
+  if self.color_ok then return "\27[" .. code .. "m" .. text .. "\27[0m" end
   return text
 end
 
@@ -118,8 +155,11 @@ end
 function Ctx:provider()
   if not self._provider then
     local docker = require("ctrlplane.docker")
-    local p, err = docker.new(self.provider_opts)
-    if not p then return nil, err end
+    local p, err, code = docker.new(self.provider_opts)
+    if not p then
+      self._provider_code = code
+      return nil, err, code
+    end
     self._provider = p
   end
   return self._provider
@@ -157,6 +197,8 @@ local function parse_globals(argv)
       g.json = true
     elseif a == "--help" or a == "-h" then
       g.help = true
+    elseif a == "--version" then
+      g.version = true
     else
       rest[#rest + 1] = a
     end
@@ -252,21 +294,39 @@ function cli.main(argv, io_)
   }, Ctx)
   local g, rest = parse_globals(argv)
   if not g then
-    ctx.stderr:write("cpdocker: ", rest.message, "\n(see cpdocker --help)\n")
-    return 2
+    for _, a in ipairs(argv) do if a == "--json" then ctx.json_out = true end end
+    return ctx:usage_fail("cpdocker: " .. rest.message)
   end
   ctx.globals = g
   ctx.json_out = g.json
   ctx.tty = io_.tty
   if ctx.tty == nil then ctx.tty = core.isatty(1) end
+  ctx.err_tty = io_.err_tty
+  if ctx.err_tty == nil then ctx.err_tty = core.isatty(2) end
+  local getenv = io_.getenv or os.getenv
+  ctx.no_color = (getenv("NO_COLOR") or "") ~= "" or getenv("TERM") == "dumb"
+  ctx.color_ok = ctx.tty and not ctx.no_color
   ctx.provider_opts = {host = g.host, network = g.network, registry = g.registry,
-    policy_dir = g.policy_dir, backend = g.backend}
+    policy_dir = g.policy_dir, backend = g.backend,
+    names = {host = "--host", network = "--network", registry = "--registry",
+      policy_dir = "--policy", backend = "--backend"}}
   local name = table.remove(rest, 1)
+  if g.version then
+    -- `cpdocker --version`: this program's version, no daemon needed
+    if ctx.json_out then
+      ctx:json({version = core.version, lua = _VERSION, curl = core.curl_version})
+    else
+      ctx:print("cpdocker " .. core.version .. " (" .. _VERSION .. ", libcurl "
+        .. core.curl_version .. ")")
+    end
+    return 0
+  end
   if not name then
     if g.help then
       ctx.stdout:write(global_help())
       return 0
     end
+    if ctx.json_out then return ctx:usage_fail("cpdocker: no command given") end
     ctx.stderr:write(global_help())
     return 2
   end
@@ -280,8 +340,7 @@ function cli.main(argv, io_)
   end
   local spec = cli.commands[name]
   if not spec then
-    ctx.stderr:write("cpdocker: unknown command '", name, "' (see cpdocker --help)\n")
-    return 2
+    return ctx:usage_fail("cpdocker: unknown command '" .. name .. "'")
   end
   if g.help then
     ctx.stdout:write(command_help(spec))
@@ -290,19 +349,17 @@ function cli.main(argv, io_)
   local opts, positional = cli.parse_options(spec.options, rest)
   local hint = spec.usage_hint and ("\n(" .. spec.usage_hint .. ")") or ""
   if not opts then
-    ctx.stderr:write("cpdocker ", name, ": ", positional, hint, "\nusage: cpdocker ", spec.usage, "\n")
-    return 2
+    return ctx:usage_fail("cpdocker " .. name .. ": " .. positional .. hint, spec.usage)
   end
   local nargs = spec.args or 0
   if #positional ~= nargs and not spec.varargs then
-    ctx.stderr:write("cpdocker ", name, ": expected ", nargs, " argument",
-      nargs == 1 and "" or "s", ", got ", #positional, hint, "\nusage: cpdocker ", spec.usage, "\n")
-    return 2
+    return ctx:usage_fail(string.format("cpdocker %s: expected %d argument%s, got %d%s", name,
+      nargs, nargs == 1 and "" or "s", #positional, hint), spec.usage)
   end
   local code = spec.run(ctx, positional, opts)
   if type(code) == "table" and code.usage then
-    ctx.stderr:write("cpdocker ", name, ": ", code.message, "\nusage: cpdocker ", spec.usage, "\n")
-    return 2
+    if ctx._provider then ctx._provider:close() end
+    return ctx:usage_fail("cpdocker " .. name .. ": " .. code.message, spec.usage)
   end
   if ctx._provider then ctx._provider:close() end
   ctx.stdout:flush()

@@ -1,5 +1,6 @@
 -- cpdocker commands for the lifecycle: provision, deprovision, start, stop,
 -- restart, status, deploy.
+local core = require("ctrlplane.docker.core")
 local json = require("ctrlplane.docker.json")
 local util = require("ctrlplane.docker.util")
 
@@ -30,43 +31,106 @@ local function mb(n)
   return string.format("%.1f MB", (n or 0) / 1048576)
 end
 
--- Progress for people: pull bars on a terminal, one line per step.
-local function progress(ctx)
-  if ctx.json_out then return nil end
-  local err = ctx.stderr
-  local layers, last_draw = {}, 0
-  local tty = ctx.tty
+-- Progress for people, on stderr: one line per step, and while an image is
+-- pulled a bar like `docker pull`'s that moves -- bytes and percent of the
+-- layers being downloaded, then extracted -- redrawn at most every
+-- REDRAW seconds of wall-clock time (core.clock). The bar is drawn only
+-- when stderr is a terminal; elsewhere only the step lines are written.
+--
+--   M.pull_progress(write, {tty = bool, clock = fn}) -> fn(event)
+M.REDRAW = 0.1
+
+local DONE = {["Download complete"] = "downloaded", ["Pull complete"] = "complete",
+  ["Already exists"] = "complete", ["Verifying Checksum"] = "downloaded"}
+
+function M.pull_progress(write, o)
+  local clock = o.clock or core.clock
+  local tty = o.tty
+  local layers, order, last_draw, drawn = {}, {}, nil, false
+
+  local function layer(id)
+    local l = layers[id]
+    if not l then
+      l = {dl = 0, dl_total = 0, ex = 0, ex_total = 0, state = "waiting"}
+      layers[id] = l
+      order[#order + 1] = id
+    end
+    return l
+  end
+
+  local function line()
+    local cur, tot, done, extracting = 0, 0, 0, false
+    for _, id in ipairs(order) do
+      local l = layers[id]
+      if l.state == "complete" then done = done + 1 end
+      if l.state == "extracting" then extracting = true end
+      if l.ex_total > 0 and (l.state == "extracting" or l.state == "complete") then
+        cur = cur + (l.state == "complete" and l.ex_total or l.ex)
+        tot = tot + l.ex_total
+      elseif l.dl_total > 0 then
+        cur = cur + ((l.state == "downloaded" or l.state == "complete") and l.dl_total or l.dl)
+        tot = tot + l.dl_total
+      end
+    end
+    local width, pct = 30, tot > 0 and math.min(1, cur / tot) or 0
+    local fill = math.floor(width * pct)
+    local bar = string.rep("=", fill) .. (fill < width and ">" or "")
+    bar = bar .. string.rep(" ", width - #bar)
+    return string.format("  %-11s [%s] %3d%%  %s / %s  (%d/%d layers done)",
+      extracting and "extracting" or "downloading", bar, math.floor(100 * pct), mb(cur), mb(tot),
+      done, #order)
+  end
+
+  local function draw(force)
+    local now = clock()
+    if not force and last_draw and now - last_draw < M.REDRAW then return end
+    last_draw = now
+    write("\r\27[K" .. line())
+    drawn = true
+  end
+
+  local function clear()
+    if drawn then write("\r\27[K") end
+    drawn = false
+  end
+
   return function(ev)
     if ev.type == "pull" then
       if ev.status == "Pulling" then
-        err:write("pulling ", ev.image, "\n")
-        layers = {}
+        write("pulling " .. ev.image .. "\n")
+        layers, order, last_draw = {}, {}, nil
       elseif ev.status == "Pulled" then
-        if tty then err:write("\r\27[K") end
-        err:write("pulled ", ev.image, "\n")
-      elseif ev.id and ev.total and ev.total > 0 then
-        layers[ev.id] = {current = ev.current or 0, total = ev.total}
-        if tty then
-          local cur, tot = 0, 0
-          for _, l in pairs(layers) do
-            cur, tot = cur + l.current, tot + l.total
-          end
-          local now = os.clock()
-          if now - last_draw > 0.05 then
-            last_draw = now
-            local width = 30
-            local fill = math.floor(width * cur / tot)
-            err:write(string.format("\r\27[K  [%s%s] %3d%%  %s / %s", string.rep("#", fill),
-              string.rep(".", width - fill), math.floor(100 * cur / tot), mb(cur), mb(tot)))
-          end
+        clear()
+        write("pulled " .. ev.image .. "\n")
+      elseif ev.id and tty then
+        local l = layer(ev.id)
+        local st = ev.status or ""
+        if st == "Downloading" then
+          l.state = "downloading"
+          l.dl, l.dl_total = ev.current or l.dl, ev.total or l.dl_total
+        elseif st == "Extracting" then
+          l.state = "extracting"
+          l.ex, l.ex_total = ev.current or l.ex, ev.total or l.ex_total
+        elseif DONE[st] then
+          l.state = DONE[st]
         end
+        -- a layer finishing is always shown; byte counts at most every REDRAW
+        draw(DONE[st] ~= nil)
       end
     elseif ev.type == "service" then
-      err:write(string.format("  %-10s %s\n", ev.action, ev.service))
+      clear()
+      write(string.format("  %-10s %s\n", ev.action, ev.service))
     elseif ev.type == "warning" then
-      err:write("warning: ", ev.message, "\n")
+      clear()
+      write("warning: " .. ev.message .. "\n")
     end
   end
+end
+
+local function progress(ctx)
+  if ctx.json_out then return nil end
+  local err = ctx.stderr
+  return M.pull_progress(function(text) err:write(text) end, {tty = ctx.err_tty})
 end
 
 local function print_endpoints(ctx, endpoints)
@@ -81,7 +145,7 @@ end
 
 local function print_status(ctx, id, st)
   local state = st.state
-  if ctx.tty then
+  if ctx.color_ok then
     local colors = {running = "32", failed = "31", stopped = "33", destroyed = "90"}
     state = ctx:color(colors[state] or "36", state)
   end
@@ -112,8 +176,8 @@ local function simple(cli, name, summary, method, past)
     args = 1,
     options = (name == "stop" or name == "restart") and {["--timeout"] = "value"} or nil,
     run = function(ctx, args, opts)
-      local p, err = ctx:provider()
-      if not p then return ctx:fail(err) end
+      local p, err, pcode = ctx:provider()
+      if not p then return ctx:fail(err, pcode) end
       local call_opts
       if opts.timeout then
         local t = tonumber(opts.timeout)
@@ -139,9 +203,9 @@ end
 local function request_command(method, show)
   return function(ctx, args)
     local req, rerr = read_request(args[1])
-    if not req then return ctx:fail(rerr) end
-    local p, err = ctx:provider()
-    if not p then return ctx:fail(err) end
+    if not req then return ctx:fail(rerr, "invalid") end
+    local p, err, pcode = ctx:provider()
+    if not p then return ctx:fail(err, pcode) end
     local res, merr, code, errors = p[method](p, req, {on_event = progress(ctx)})
     if not res then
       return ctx:fail_op(method .. " " .. tostring(req.instance_id), merr, code, errors)
@@ -180,8 +244,8 @@ function M.install(cli)
     summary = "remove every container, the network and the volumes of an instance",
     args = 1,
     run = function(ctx, args)
-      local p, err = ctx:provider()
-      if not p then return ctx:fail(err) end
+      local p, err, pcode = ctx:provider()
+      if not p then return ctx:fail(err, pcode) end
       local ok, derr, code = p:deprovision(args[1])
       if not ok then return ctx:fail_op("deprovision " .. args[1], derr, code) end
       if ctx.json_out then
@@ -204,8 +268,8 @@ function M.install(cli)
     summary = "the instance's state, readiness, services and endpoints",
     args = 1,
     run = function(ctx, args)
-      local p, err = ctx:provider()
-      if not p then return ctx:fail(err) end
+      local p, err, pcode = ctx:provider()
+      if not p then return ctx:fail(err, pcode) end
       local st, serr, code = p:status(args[1])
       if not st then return ctx:fail_op("status " .. args[1], serr, code) end
       if ctx.json_out then
@@ -222,8 +286,8 @@ function M.install(cli)
     summary = "bring every service back to its image and env at a recorded release",
     args = 2,
     run = function(ctx, args)
-      local p, err = ctx:provider()
-      if not p then return ctx:fail(err) end
+      local p, err, pcode = ctx:provider()
+      if not p then return ctx:fail(err, pcode) end
       local res, rerr, code = p:rollback(args[1], args[2], {on_event = progress(ctx)})
       if not res then return ctx:fail_op("rollback " .. args[1], rerr, code) end
       if ctx.json_out then
@@ -253,8 +317,8 @@ function M.install(cli)
         end
       end
       if not next(spec) then return cli.usage_error("give --cpu-millis, --memory-mb or --replicas") end
-      local p, err = ctx:provider()
-      if not p then return ctx:fail(err) end
+      local p, err, pcode = ctx:provider()
+      if not p then return ctx:fail(err, pcode) end
       local ok, serr, code, errors = p:scale(args[1], spec, {on_event = progress(ctx)})
       if not ok then return ctx:fail_op("scale " .. args[1], serr, code, errors) end
       if ctx.json_out then

@@ -21,10 +21,10 @@ local function print_ordered(ctx, stream, fmt)
     outs = {}
   end
   while true do
-    local ev, err = stream:next()
+    local ev, err, code = stream:next()
     if not ev then
       flush()
-      if err then return ctx:fail(err) end
+      if err then return ctx:fail(err, code) end
       return 0
     end
     if fmt.json then
@@ -59,14 +59,17 @@ local function run(ctx, args, opts)
   end
   local tail = opts.tail
   if tail ~= nil and not tostring(tail):match("^%d+$") and tail ~= "all" then
-    return usage_error("--tail expects a number of lines (0 or all: every line)")
+    return usage_error("--tail expects a number of lines or all")
   end
-  local p, perr = ctx:provider()
-  if not p then return ctx:fail(perr) end
+  -- as docker: --tail 0 prints no old lines (the provider's tail = 0 is
+  -- ctrlplane's "not set", every line)
+  if tail ~= nil and tail ~= "all" and tonumber(tail) == 0 then tail = "none" end
+  local p, perr, pcode = ctx:provider()
+  if not p then return ctx:fail(perr, pcode) end
   local follow = opts.f or opts.follow or false
-  local stream, err = p:logs(id, {service_name = opts.service, all = opts.all, follow = follow,
+  local stream, err, scode = p:logs(id, {service_name = opts.service, all = opts.all, follow = follow,
     tail = tail, since = opts.since})
-  if not stream then return ctx:fail(err) end
+  if not stream then return ctx:fail("logs " .. id .. ": " .. tostring(err), scode) end
   local services = stream:services()
   local width = 0
   for _, s in ipairs(services) do width = math.max(width, #s) end
@@ -93,7 +96,7 @@ local function run(ctx, args, opts)
   while true do
     local out, e, code = stream:read_text(fmt)
     if not out then -- the end, or a failure (no timeout was asked for)
-      if e and code ~= "interrupted" then status = ctx:fail(e) end
+      if e and code ~= "interrupted" then status = ctx:fail(e, code) end
       break
     end
     if out ~= "" then ctx.stdout:write(out) end
@@ -122,7 +125,8 @@ options:
   --all            every service, each line prefixed by its service; merged by
                    time (with --follow: as lines arrive)
   -f, --follow     keep printing new lines until interrupted (Ctrl-C)
-  --tail N         only the last N lines of each container (0 or all: every line)
+  --tail N         only the last N lines of each container (0: none, only new
+                   lines with -f; all: every line, the default)
   --since TIME     only lines after TIME: RFC 3339 (2024-05-01T10:00:00Z), Unix
                    seconds, or a duration ago (10m, 1h30m)
   -t, --timestamps start each text line with its time (always present with --json)

@@ -5,7 +5,8 @@
 --     service_name = "web",   -- one service; absent: the main service
 --     all = true,             -- every service of the project, merged
 --     follow = true,          -- stay open for new lines
---     tail = 100,             -- the last N lines of each container; 0 or absent: all
+--     tail = 100,             -- the last N lines of each container; 0 or absent: all;
+--                             -- "none": no old lines (with follow: only new ones)
 --     since = "10m",          -- RFC 3339 time, Unix seconds, or a duration ago ("5s", "1h30m")
 --   })
 --   while true do
@@ -123,9 +124,11 @@ function M.since_param(since, now)
 end
 
 -- tail -> Docker's "all" or a count, or nil, message. 0 means all lines
--- (ctrlplane's LogOptions), unlike Docker's own tail=0.
+-- (ctrlplane's LogOptions: Go sends 0 for "not set"), unlike Docker's own
+-- tail=0; "none" asks for no old lines (`cpdocker logs --tail 0`, as docker).
 function M.tail_param(tail)
   if tail == nil or tail == "" or tail == "all" then return "all" end
+  if tail == "none" then return 0 end
   local n = math.tointeger(tonumber(tail))
   if not n or n < 0 then
     return nil, "tail: expected a number of lines >= 0 (0 means all), got " .. tostring(tail)
