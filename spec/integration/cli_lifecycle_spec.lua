@@ -37,7 +37,7 @@ describe("cpdocker lifecycle commands", function()
     assert.are.equal(0, rc)
     assert.matches("state:%s+running %(ready%)", out)
     assert.matches("SERVICE%s+STATE%s+READY", out)
-    assert.matches("http://localhost:%d+", out)
+    assert.matches("http://127%.0%.0%.1:%d+", out)
 
     out, rc = helper.cpdocker("stop " .. id .. " --timeout 5")
     assert.are.equal(0, rc, out)

@@ -43,7 +43,7 @@ describe("lifecycle", function()
       end
       assert.are.equal("http://cp-" .. id .. "-web:8080", private.url)
       assert.are.equal(8080, private.port)
-      assert.matches("^http://localhost:%d+$", public.url)
+      assert.matches("^http://127%.0%.0%.1:%d+$", public.url)
       assert.are.equal("tcp", public.protocol)
     end)
 

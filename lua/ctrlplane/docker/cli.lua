@@ -281,7 +281,12 @@ local function global_help()
   local lines = {}
   for _, name in ipairs(cli.order) do
     local spec = cli.commands[name]
-    lines[#lines + 1] = string.format("  %-34s %s", spec.usage, spec.summary)
+    if #spec.usage > 34 then -- a long synopsis gets its own line
+      lines[#lines + 1] = "  " .. spec.usage
+      lines[#lines + 1] = string.format("  %-34s %s", "", spec.summary)
+    else
+      lines[#lines + 1] = string.format("  %-34s %s", spec.usage, spec.summary)
+    end
   end
   return string.format(GLOBAL_HELP, table.concat(lines, "\n"))
 end

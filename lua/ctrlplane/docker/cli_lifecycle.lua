@@ -169,23 +169,35 @@ local function print_status(ctx, id, st)
   print_endpoints(ctx, st.endpoints)
 end
 
+-- start, stop, restart: stop and restart take --timeout (seconds Docker
+-- waits before it kills); start and restart wait until the instance is
+-- ready, as provision does, unless --no-wait.
 local function simple(cli, name, summary, method, past)
+  local stops = name == "stop" or name == "restart"
+  local starts = name == "start" or name == "restart"
+  local options = {}
+  if stops then options["--timeout"] = "value" end
+  if starts then options["--no-wait"] = "flag" end
   cli.command(name, {
-    usage = name .. " ID" .. ((name == "stop" or name == "restart") and " [--timeout SECONDS]" or ""),
+    usage = name .. " ID" .. (stops and " [--timeout S]" or "") .. (starts and " [--no-wait]" or ""),
     summary = summary,
+    help = (stops and "  --timeout S   seconds each container gets to stop before it is killed "
+      .. "(default\n                $CP_DOCKER_STOP_TIMEOUT, 10)\n" or "")
+      .. (starts and "  --no-wait     return once the containers are started, without waiting "
+      .. "until\n                they are running (and healthy, with a health check)" or ""),
     args = 1,
-    options = (name == "stop" or name == "restart") and {["--timeout"] = "value"} or nil,
+    options = options,
     run = function(ctx, args, opts)
-      local p, err, pcode = ctx:provider()
-      if not p then return ctx:fail(err, pcode) end
-      local call_opts
+      local call_opts = {no_wait = opts.no_wait}
       if opts.timeout then
         local t = tonumber(opts.timeout)
         if not t or t ~= t or t < 0 or t > 86400 then
           return cli.usage_error("--timeout needs a number of seconds from 0 to 86400")
         end
-        call_opts = {stop_timeout = t}
+        call_opts.stop_timeout = t
       end
+      local p, err, pcode = ctx:provider()
+      if not p then return ctx:fail(err, pcode) end
       local ok, ferr, code = p[method](p, args[1], call_opts)
       if not ok then return ctx:fail_op(name .. " " .. args[1], ferr, code) end
       if ctx.json_out then
@@ -257,11 +269,11 @@ function M.install(cli)
     end,
   })
 
-  simple(cli, "start", "start the main and sidecar containers (inits are not re-run)", "start",
-    "started")
+  simple(cli, "start", "start the main and sidecar containers and wait until ready (inits "
+    .. "are not re-run)", "start", "started")
   simple(cli, "stop", "stop the main and sidecar containers, in reverse order", "stop", "stopped")
-  simple(cli, "restart", "stop, then start, the main and sidecar containers", "restart",
-    "restarted")
+  simple(cli, "restart", "stop, then start, the main and sidecar containers; wait until ready",
+    "restart", "restarted")
 
   cli.command("status", {
     usage = "status ID",

@@ -213,6 +213,24 @@ function config.resolve(opts, getenv)
   cfg.registry = nonempty(opts.registry) or nonempty(getenv("CP_DOCKER_REGISTRY"))
   cfg.publish_address = nonempty(opts.publish_address)
     or nonempty(getenv("CP_DOCKER_PUBLISH_ADDRESS")) or "127.0.0.1"
+  -- services whose host ports a deploy keeps (costs start-first: recreate)
+  local keep = opts.keep_host_ports
+  if keep == nil then keep = nonempty(getenv("CP_DOCKER_KEEP_HOST_PORTS")) end
+  if type(keep) == "string" then
+    local set = {}
+    for name in keep:gmatch("[^,%s]+") do set[name] = true end
+    keep = set
+  elseif type(keep) == "table" then
+    local set = {}
+    for k, v in pairs(keep) do
+      if type(k) == "number" then set[v] = true else set[k] = v and true or nil end
+    end
+    keep = set
+  elseif keep ~= nil then
+    return nil, source_name(opts, "keep_host_ports", "CP_DOCKER_KEEP_HOST_PORTS")
+      .. ": expected \"*\" or a comma-separated list of service names"
+  end
+  cfg.keep_host_ports = keep and next(keep) and keep or nil
   cfg.pull_policy = nonempty(opts.pull_policy) or nonempty(getenv("CP_DOCKER_PULL_POLICY"))
     or "if-not-present"
   if cfg.pull_policy ~= "if-not-present" and cfg.pull_policy ~= "always"

@@ -66,7 +66,9 @@ end
 
 -- The body of POST /containers/create for one service (replica n of it).
 -- extra (optional): {material = material.resolve's result (secret env and
--- digest), limits = {cpu_millis, memory_mb} a scale laid over the spec}.
+-- digest), limits = {cpu_millis, memory_mb} a scale laid over the spec,
+-- host_ports = {"8080/tcp" = 32768} host ports to publish on where the
+-- spec gives none (a deploy keeping a service's ports)}.
 local function container_body(cfg, inst, svc, release, replica, history, no_alias, extra)
   extra = extra or {}
   local m = extra.material
@@ -93,7 +95,8 @@ local function container_body(cfg, inst, svc, release, replica, history, no_alia
   for _, p in ipairs(svc.ports or {}) do
     local key = port_key(p)
     exposed[key] = json.object({})
-    bindings[key] = {{HostIp = cfg.publish_address, HostPort = p.host and tostring(p.host) or ""}}
+    local hp = p.host or (extra.host_ports and extra.host_ports[key])
+    bindings[key] = {{HostIp = cfg.publish_address, HostPort = hp and tostring(hp) or ""}}
   end
 
   local mounts = json.array({})
@@ -145,8 +148,54 @@ local function container_body(cfg, inst, svc, release, replica, history, no_alia
   return body
 end
 
+-- The host a client uses for a port published on `ip` (what Docker reports
+-- as the binding's HostIp, i.e. CP_DOCKER_PUBLISH_ADDRESS): that address
+-- itself; for every interface (0.0.0.0, ::) the daemon's host when it is a
+-- tcp:// daemon, else 127.0.0.1. Never "localhost", which may resolve to ::1
+-- while the port listens on 127.0.0.1. IPv6 goes in brackets.
+local function public_host(cfg, ip)
+  if ip == nil or ip == "" or ip == "0.0.0.0" or ip == "::" then
+    local h = cfg and cfg.host and (cfg.host:match("^tcp://([^/]+)")
+      or cfg.host:match("^https?://([^/]+)"))
+    ip = h and (h:match("^%[(.-)%]") or h:match("^([^:]+)")) or "127.0.0.1"
+  end
+  if ip:find(":", 1, true) then return "[" .. ip .. "]" end
+  return ip
+end
+
+-- Whether a deploy keeps service s's host ports (CP_DOCKER_KEEP_HOST_PORTS:
+-- "*" every service, or a comma list of names): only ports without a fixed
+-- `host` are concerned, those already keep theirs.
+local function keeps_host_ports(cfg, s)
+  local keep = cfg.keep_host_ports
+  if not keep or not (keep["*"] or keep[s.name]) then return false end
+  for _, p in ipairs(s.ports or {}) do
+    if not p.host then return true end
+  end
+  return false
+end
+
+-- The host ports a running container holds: {"8080/tcp" = 32768}, from a
+-- /containers/json entry (Ports) or an inspect document.
+local function bound_ports(c)
+  local out = {}
+  for _, p in ipairs(c.Ports or {}) do
+    if p.PublicPort and p.PrivatePort then
+      out[string.format("%d/%s", p.PrivatePort, p.Type or "tcp")] = math.tointeger(p.PublicPort)
+    end
+  end
+  local ns = c.NetworkSettings and c.NetworkSettings.Ports
+  for key, b in pairs(type(ns) == "table" and ns or {}) do
+    if type(b) == "table" and b[1] and tonumber(b[1].HostPort) then
+      out[key] = math.tointeger(tonumber(b[1].HostPort))
+    end
+  end
+  return out
+end
+
 -- Endpoints of every replica of every service. info: key -> inspect.
-local function endpoints_of(inst_id, specs, info, counts)
+-- cfg: the provider's configuration (public URLs, above).
+local function endpoints_of(inst_id, specs, info, counts, cfg)
   local out = json.array({})
   for _, svc in ipairs(specs) do
     local n = counts and counts[svc.name] or 1
@@ -163,7 +212,8 @@ local function endpoints_of(inst_id, specs, info, counts)
         local hp = type(bound) == "table" and bound[1] and tonumber(bound[1].HostPort)
         if hp then
           out[#out + 1] = {service_name = svc.name, port = math.tointeger(hp), protocol = p.protocol,
-            public = true, url = string.format("%s://localhost:%d", scheme, hp)}
+            public = true, url = string.format("%s://%s:%d", scheme,
+              public_host(cfg, bound[1].HostIp), hp)}
         end
       end
     end
@@ -181,4 +231,7 @@ return {
   healthcheck = healthcheck,
   container_body = container_body,
   endpoints_of = endpoints_of,
+  public_host = public_host,
+  keeps_host_ports = keeps_host_ports,
+  bound_ports = bound_ports,
 }

@@ -124,7 +124,8 @@ local function create_containers(ctx, units)
     mats[i] = m
     calls[i] = {method = "POST", path = "/containers/create", query = {name = u.cname},
       body = container_body(ctx.cfg, ctx.inst, u.spec, ctx.release, u.replica, ctx.history,
-        u.no_alias, {material = m, limits = u.limits or (ctx.limits and ctx.limits[u.spec.name])})}
+        u.no_alias, {material = m, limits = u.limits or (ctx.limits and ctx.limits[u.spec.name]),
+          host_ports = u.host_ports})}
   end
   local ids, first_err, first_code = {}, nil, nil
   for i, r in ipairs(ctx.eng:batch(calls)) do

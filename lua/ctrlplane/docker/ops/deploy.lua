@@ -8,6 +8,7 @@ local json = require("ctrlplane.docker.json")
 local members = require("ctrlplane.docker.members")
 local project = require("ctrlplane.docker.project")
 local release_history = require("ctrlplane.docker.release_history")
+local specbuild = require("ctrlplane.docker.specbuild")
 local steps = require("ctrlplane.docker.steps")
 local util = require("ctrlplane.docker.util")
 local validate = require("ctrlplane.docker.validate")
@@ -365,12 +366,17 @@ local function apply_release(p, instance_id, release_id, strategy_req, changes, 
             if port.host then st.kind = "recreate" end -- a fixed host port cannot be shared
           end
         end
+        -- CP_DOCKER_KEEP_HOST_PORTS: the new container takes the old one's
+        -- host ports, so it cannot start beside it (recreate)
+        local keep_ports = specbuild.keeps_host_ports(p.cfg, s)
+        if keep_ports then st.kind = "recreate" end
         for i, c in ipairs(cur.reps[name] or {cur.by[name]}) do
           local u = replica_unit(ctx, s, c.replica or 1)
           u.old, u.strategy = c, st.kind
           -- only the first replica is a canary; the others follow it start-first
           if st.kind == "canary" and i > 1 then u.strategy = "start-first" end
           u.grace, u.drain, u.ready_timeout = st.grace, st.drain, st.ready_timeout
+          if keep_ports then u.host_ports = specbuild.bound_ports(c) end
           units[#units + 1] = u
         end
       end

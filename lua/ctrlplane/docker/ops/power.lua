@@ -4,6 +4,7 @@ local engine = require("ctrlplane.docker.engine")
 local gate = require("ctrlplane.docker.gate")
 local members = require("ctrlplane.docker.members")
 local project = require("ctrlplane.docker.project")
+local steps = require("ctrlplane.docker.steps")
 
 local seg = engine.segment
 local members_by_service = members.members_by_service
@@ -38,10 +39,38 @@ local function live_waves(p, instance_id)
   end
   local waves, err, code = gate.plan(pol.rollout, services)
   if not waves then return nil, err, code end
-  return waves, reps
+  local specs = {}
+  for _, s in ipairs(services) do specs[s.name] = s end
+  return waves, reps, specs
 end
 
-local function each_wave(p, waves, reps, action, query, reverse)
+-- start and restart wait for readiness unless opts.no_wait
+local function wait_opts(instance_id, specs, opts)
+  if opts and opts.no_wait then return nil end
+  return {instance_id = instance_id, specs = specs}
+end
+
+-- Waits until the containers of one wave are ready (running, and healthy
+-- when the service has a health check), as provision does; the failure
+-- names the service that is not.
+local function wait_wave(p, instance_id, wave, reps, specs)
+  local ids, wspecs = {}, {}
+  for _, name in ipairs(wave) do
+    for _, c in ipairs(reps[name] or {}) do
+      local key = (c.replica or 1) == 1 and name or (name .. "_" .. c.replica)
+      ids[key], wspecs[key] = c.Id, specs[name]
+    end
+  end
+  if not next(ids) then return true end
+  local ctx = steps.new_ctx(p, {instance_id = instance_id})
+  local info, err, code = steps.wait_ready(ctx, ids, wspecs)
+  if not info then return nil, err, code end
+  return true
+end
+
+-- opts.wait: {instance_id, specs} to wait for each wave to be ready after
+-- it is started (start, restart), nil not to wait (--no-wait).
+local function each_wave(p, waves, reps, action, query, reverse, wait)
   local eng = p.engine
   local from, to, step = 1, #waves, 1
   if reverse then from, to, step = #waves, 1, -1 end
@@ -59,14 +88,20 @@ local function each_wave(p, waves, reps, action, query, reverse)
         return nil, string.format("%s service %s: %s", action, names[i], r.error), r.code
       end
     end
+    if wait then
+      local ok, err, code = wait_wave(p, wait.instance_id, waves[w], reps, wait.specs)
+      if not ok then return nil, action .. ": " .. err, code end
+    end
   end
   return true
 end
 
-function P:start(instance_id)
-  local waves, reps, code = live_waves(self, instance_id)
-  if not waves then return nil, reps, code end
-  return each_wave(self, waves, reps, "start")
+-- opts (start, restart): {no_wait = true} returns once the containers are
+-- started, without waiting for them to be ready.
+function P:start(instance_id, opts)
+  local waves, reps, specs = live_waves(self, instance_id)
+  if not waves then return nil, reps, specs end
+  return each_wave(self, waves, reps, "start", nil, false, wait_opts(instance_id, specs, opts))
 end
 
 function P:stop(instance_id, opts)
@@ -77,12 +112,12 @@ function P:stop(instance_id, opts)
 end
 
 function P:restart(instance_id, opts)
-  local waves, reps, code = live_waves(self, instance_id)
-  if not waves then return nil, reps, code end
+  local waves, reps, specs = live_waves(self, instance_id)
+  if not waves then return nil, reps, specs end
   local t = math.ceil((opts and opts.stop_timeout) or self.cfg.stop_timeout)
   local ok, err, ecode = each_wave(self, waves, reps, "stop", {t = t}, true)
   if not ok then return nil, err, ecode end
-  return each_wave(self, waves, reps, "start")
+  return each_wave(self, waves, reps, "start", nil, false, wait_opts(instance_id, specs, opts))
 end
 
 return P

@@ -265,7 +265,7 @@ function P:provision(req, opts)
   return {
     provider_ref = project.provider_ref(r.instance_id),
     service_refs = refs,
-    endpoints = endpoints_of(r.instance_id, r.services, info, counts),
+    endpoints = endpoints_of(r.instance_id, r.services, info, counts, ctx.cfg),
     -- Go decodes metadata as map[string]string: only strings in it; what
     -- each service went through is an extra top-level field (Go ignores it)
     metadata = {project = project.name(r.instance_id),

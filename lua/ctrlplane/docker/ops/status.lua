@@ -87,11 +87,12 @@ function P:status(instance_id)
   result.state = agg.state
   result.ready = agg.ready and true or false
   result.message = agg.message or ""
-  result.endpoints = endpoints_of(instance_id, specs, info, counts)
+  result.endpoints = endpoints_of(instance_id, specs, info, counts, self.cfg)
   result.metadata.network = project.network_name(instance_id)
+  -- the recorded releases, oldest first, as a JSON list
   local releases = json.array({})
   for _, e in ipairs(history_of(list)) do releases[#releases + 1] = e.id end
-  result.metadata.releases = table.concat(releases, ",")
+  result.metadata.releases = releases
   return result
 end
 
