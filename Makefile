@@ -153,15 +153,22 @@ clean:
 	rm -rf build cpdocker
 
 # the executable, the library and its header, the Lua modules, the C module
-# and the policy scripts
+# and the policy scripts; a pkg-config file; the Lua modules also where
+# lua5.4 looks under PREFIX (share/lua/5.4, a link to the same files).
+# Nothing depends on the PREFIX the objects were built with: the
+# executable and the library find share/ctrlplane-docker beside themselves.
+VERSION = $(shell sed -n 's/^\#define CP_VERSION "\(.*\)"/\1/p' runtime/lcore.h)
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ctrlplane-docker \
-	  $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
-	  $(DESTDIR)$(PREFIX)/lib/lua/5.4/ctrlplane/docker
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \
+	  $(DESTDIR)$(PREFIX)/lib/lua/5.4/ctrlplane/docker $(DESTDIR)$(PREFIX)/share/lua/5.4
 	install -m 755 cpdocker $(DESTDIR)$(PREFIX)/bin/cpdocker
 	cp -r lua scripts $(DESTDIR)$(PREFIX)/share/ctrlplane-docker/
+	ln -sfn ../../ctrlplane-docker/lua/ctrlplane $(DESTDIR)$(PREFIX)/share/lua/5.4/ctrlplane
 	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/libctrlplane-docker.so.0
 	ln -sf libctrlplane-docker.so.0 $(DESTDIR)$(PREFIX)/lib/libctrlplane-docker.so
 	install -m 644 runtime/include/ctrlplane_docker.h $(DESTDIR)$(PREFIX)/include/
 	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/5.4/ctrlplane/docker/core.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' runtime/ctrlplane-docker.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/ctrlplane-docker.pc

@@ -1,9 +1,11 @@
 /*
  * host.c - shared set-up of a Lua state for cpdocker and the embedding API.
  */
+#define _GNU_SOURCE /* dladdr */
 #include "host.h"
 #include "lcore.h"
 
+#include <dlfcn.h>
 #include <lauxlib.h>
 #include <limits.h>
 #include <lualib.h>
@@ -35,22 +37,44 @@ static int host_try_root(const char *root, char *lua_dir, char *scripts_dir, siz
   return 0;
 }
 
+/* Looks beside DIR (the directory of the executable or of the library):
+ * DIR itself (./cpdocker in the source tree), DIR/.. (build/embed-example
+ * or build/libctrlplane-docker.so in the source tree) and
+ * DIR/../share/ctrlplane-docker (PREFIX/bin or PREFIX/lib, installed). */
+static int host_try_beside(const char *dir, char *lua_dir, char *scripts_dir, size_t n) {
+  static const char *const rel[] = {"", "/..", "/../share/ctrlplane-docker"};
+  char root[PATH_MAX];
+  for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+    int k = snprintf(root, sizeof root, "%s%s", dir, rel[i]);
+    if (k > 0 && (size_t)k < sizeof root && host_try_root(root, lua_dir, scripts_dir, n) == 0)
+      return 0;
+  }
+  return -1;
+}
+
 int cp_host_find_dirs(const char *home, int from_exe, char *lua_dir, char *scripts_dir, size_t n) {
-  char exe[PATH_MAX], root[PATH_MAX];
+  char path[PATH_MAX];
   if (home && *home) return host_try_root(home, lua_dir, scripts_dir, n);
   const char *env = getenv("CP_DOCKER_HOME");
   if (env && *env) return host_try_root(env, lua_dir, scripts_dir, n);
-  ssize_t len = from_exe ? readlink("/proc/self/exe", exe, sizeof exe - 1) : -1;
-  if (len > 0) {
-    exe[len] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = '\0';
-    /* source tree: ./cpdocker beside ./lua */
-    if (host_try_root(exe, lua_dir, scripts_dir, n) == 0) return 0;
-    /* installed: PREFIX/bin/cpdocker beside PREFIX/share/ctrlplane-docker */
-    int k = snprintf(root, sizeof root, "%s/../share/ctrlplane-docker", exe);
-    if (k > 0 && (size_t)k < sizeof root && host_try_root(root, lua_dir, scripts_dir, n) == 0)
-      return 0;
+  path[0] = '\0';
+  if (!from_exe) {
+    /* the embedding API: where this code was loaded from -- the shared
+     * library, or the program it was linked into statically -- so an
+     * install under any PREFIX finds its own modules */
+    Dl_info info;
+    if (!dladdr((void *)&host_try_beside, &info) || !info.dli_fname || !*info.dli_fname ||
+        realpath(info.dli_fname, path) == NULL)
+      path[0] = '\0';
+  }
+  if (!path[0]) {
+    ssize_t len = readlink("/proc/self/exe", path, sizeof path - 1);
+    path[len > 0 ? len : 0] = '\0';
+  }
+  char *slash = strrchr(path, '/');
+  if (slash) {
+    *slash = '\0';
+    if (host_try_beside(path, lua_dir, scripts_dir, n) == 0) return 0;
   }
   return host_try_root(CP_PREFIX "/share/ctrlplane-docker", lua_dir, scripts_dir, n);
 }

@@ -55,6 +55,45 @@ describe("packaging", function()
     assert.is_true(json.decode(out2).healthy)
   end)
 
+  it("after a plain `make`, `make install PREFIX` gives a library that finds its modules "
+    .. "there, a pkg-config file, and Lua modules lua5.4 loads", function()
+    -- nothing to fall back on: the build's default PREFIX holds no install
+    assert.is_nil(io.open("/usr/local/share/ctrlplane-docker/lua/ctrlplane/docker/init.lua"),
+      "/usr/local has an install of ctrlplane-docker; this spec needs it absent")
+    local prefix = tmpdir() .. "/opt"
+    local out, rc = helper.sh("make -s all >/dev/null && make -s install PREFIX=" .. prefix .. " 2>&1")
+    assert.are.equal(0, rc, out)
+    local env = "env -u CP_DOCKER_HOME -u LD_LIBRARY_PATH PKG_CONFIG_PATH=" .. prefix .. "/lib/pkgconfig "
+    out, rc = helper.sh(env .. "pkg-config --modversion ctrlplane-docker")
+    assert.are.equal(0, rc, out)
+    assert.matches("^%d+%.%d+%.%d+", out)
+    -- the example, built against the installed library with pkg-config only
+    out, rc = helper.sh(env .. "sh -c 'cc -o " .. prefix .. "/embed examples/embed_example.c "
+      .. "$(pkg-config --cflags --libs ctrlplane-docker)' 2>&1")
+    assert.are.equal(0, rc, out)
+    out, rc = helper.sh("cd / && " .. env .. prefix .. "/embed status "
+      .. "'{\"instance_id\":\"inst_pkg_none\"}' 2>&1")
+    assert.are.equal(0, rc, out)
+    assert.are.equal("destroyed", json.decode(out:match("status ok ([^\n]+)")).state)
+    out = helper.sh("ldd " .. prefix .. "/embed")
+    assert.matches(prefix .. "/lib/libctrlplane-docker.so", out, 1, true)
+    -- plain lua5.4 with the prefix's share/lua/5.4 and lib/lua/5.4 on its paths
+    out, rc = helper.sh(string.format("cd / && LUA_PATH='%s/share/lua/5.4/?.lua;%s/share/lua/5.4/?/init.lua;;' "
+      .. "LUA_CPATH='%s/lib/lua/5.4/?.so;;' lua5.4 -e 'local p = assert(require(\"ctrlplane.docker\").new()) "
+      .. "print(assert(p:status(\"inst_pkg_none\")).state)' 2>&1", prefix, prefix, prefix))
+    helper.sh("rm -rf " .. prefix:gsub("/opt$", ""))
+    assert.are.equal(0, rc, out)
+    assert.are.equal("destroyed\n", out)
+  end)
+
+  it("the in-tree embedding example runs from anywhere without CP_DOCKER_HOME", function()
+    local here = helper.sh("pwd"):gsub("%s+$", "")
+    local out, rc = helper.sh("cd / && env -u CP_DOCKER_HOME " .. here
+      .. "/build/embed-example info '' 2>&1")
+    assert.are.equal(0, rc, out)
+    assert.are.equal("docker", json.decode(out:match("info ok ([^\n]+)")).name)
+  end)
+
   it("has --help for every command", function()
     local out = helper.cpdocker("--help")
     local n = 0

@@ -57,9 +57,20 @@ function M.find_scripts_dir()
       return root .. "scripts"
     end
   end
-  -- installed as a rock: the scripts sit beside the modules
   local dir = src:match("^@(.*)/init%.lua$")
-  if dir then return dir .. "/scripts" end
+  if dir then
+    -- `make install`: PREFIX/share/lua/5.4/ctrlplane links to
+    -- PREFIX/share/ctrlplane-docker/lua/ctrlplane, beside ../scripts
+    for _, rel in ipairs({"/../../../scripts", "/scripts"}) do
+      local f = io.open(dir .. rel .. "/rollout.lua", "r")
+      if f then
+        f:close()
+        return dir .. rel
+      end
+    end
+    -- installed as a rock: the scripts sit beside the modules
+    return dir .. "/scripts"
+  end
   return "scripts"
 end
 
