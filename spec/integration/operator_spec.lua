@@ -118,6 +118,29 @@ describe("operator experience", function()
     assert.matches("%[service_failed%]", out)
   end)
 
+  it("start after deploy, rollback and scale: a container pinned to its address by a "
+    .. "start-first deploy starts even when a replica took that address", function()
+    local id = new_id("oppin")
+    assert(p:provision({instance_id = id, tenant_id = "ten_spec", name = "pin", kind = "deployment",
+      services = {{name = "web", image = helper.IMAGE1, command = projects.WEB_CMD,
+        ports = {{container = 8080, protocol = "tcp"}},
+        resources = {cpu_millis = 0, memory_mb = 0, replicas = 1}}}}))
+    assert(p:deploy({instance_id = id, release_id = "pin-2",
+      services = {{name = "web", image = helper.IMAGE2}}}))
+    assert(p:rollback(id, "initial"))
+    assert(p:scale(id, {replicas = 2}))
+    for _ = 1, 2 do
+      assert(p:stop(id))
+      local ok, err = p:start(id)
+      assert(ok, err)
+      local st = assert(p:status(id))
+      assert.are.equal("running", st.services.web.state, st.message)
+      assert.are.equal(2, st.services.web.replicas)
+    end
+    assert(p:restart(id))
+    assert.is_true(assert(p:status(id)).ready)
+  end)
+
   it("stop --timeout longer than the request timeout waits it out", function()
     local id = new_id("opstop")
     local req = projects.three(id)

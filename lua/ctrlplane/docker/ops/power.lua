@@ -1,7 +1,9 @@
 -- start, stop and restart: the long-lived services, in the rollout
 -- policy's waves (stop in reverse).
+local core = require("ctrlplane.docker.core")
 local engine = require("ctrlplane.docker.engine")
 local gate = require("ctrlplane.docker.gate")
+local json = require("ctrlplane.docker.json")
 local members = require("ctrlplane.docker.members")
 local project = require("ctrlplane.docker.project")
 local steps = require("ctrlplane.docker.steps")
@@ -68,6 +70,25 @@ local function wait_wave(p, instance_id, wave, reps, specs)
   return true
 end
 
+-- Reconnects a stopped container to each network where it asked for a
+-- fixed address (IPAMConfig), keeping its aliases, without that address.
+local function unpin(eng, id)
+  local c = eng:get("/containers/" .. seg(id) .. "/json")
+  local nets = type(c) == "table" and c.NetworkSettings and c.NetworkSettings.Networks or {}
+  for net, ep in pairs(nets) do
+    local ipam = type(ep) == "table" and ep.IPAMConfig
+    if type(ipam) == "table" and (ipam.IPv4Address or "") ~= "" then
+      local aliases = {}
+      for _, a in ipairs(type(ep.Aliases) == "table" and ep.Aliases or {}) do
+        if not id:find(a, 1, true) then aliases[#aliases + 1] = a end -- not the short id
+      end
+      eng:post("/networks/" .. seg(net) .. "/disconnect", nil, {Container = id, Force = true})
+      eng:post("/networks/" .. seg(net) .. "/connect", nil,
+        {Container = id, EndpointConfig = {Aliases = json.array(aliases)}})
+    end
+  end
+end
+
 -- opts.wait: {instance_id, specs} to wait for each wave to be ready after
 -- it is started (start, restart), nil not to wait (--no-wait).
 local function each_wave(p, waves, reps, action, query, reverse, wait)
@@ -80,10 +101,22 @@ local function each_wave(p, waves, reps, action, query, reverse, wait)
       for _, c in ipairs(reps[name] or {}) do
         names[#names + 1] = name
         calls[#calls + 1] = {method = "POST", path = "/containers/" .. seg(c.Id) .. "/" .. action,
-          query = query}
+          query = query, id = c.Id}
       end
     end
     for i, r in ipairs(eng:batch(calls)) do
+      if r.error and action == "start" and r.error:lower():find("address already in use", 1, true) then
+        -- a container a start-first deploy pinned to its address finds it
+        -- taken by one that started meanwhile (a replica): it rejoins its
+        -- networks without the pin and starts (bounded retries)
+        for _ = 1, 3 do
+          unpin(eng, calls[i].id)
+          local done, err, code = eng:post(calls[i].path)
+          r = done and {} or {error = err, code = code}
+          if done or not err:lower():find("address already in use", 1, true) then break end
+          core.sleep(0.2)
+        end
+      end
       if r.error then
         return nil, string.format("%s service %s: %s", action, names[i], r.error), r.code
       end
