@@ -206,6 +206,33 @@ describe("operator experience", function()
     assert.matches("^%d+%.%d+%.%d+$", assert(json.decode(out)).version)
   end)
 
+  -- {command line, expected code}: every failure ends with its [code]
+  local failures = {
+    {"status 'bad/id'", "invalid"},
+    {"start inst_opnothere2", "not_found"},
+    {"restart inst_opnothere2", "not_found"},
+    {"deprovision 'bad/id'", "invalid"},
+    {"scale inst_opnothere2 --replicas 2", "not_found"},
+    {"rollback inst_opnothere2 initial", "not_found"},
+    {"logs inst_opnothere2", "not_found"},
+    {"resources inst_opnothere2", "not_found"},
+    {"top inst_opnothere2 --no-stream", "not_found"},
+    {"exec inst_opnothere2 -- true", "not_found"},
+    {"deploy /nonexistent.json", "invalid"},
+    {"--host unix:///nonexistent.sock status inst_opnothere2", "unreachable"},
+    {"--host ftp://x info", "bad_request"},
+  }
+  for _, row in ipairs(failures) do
+    it("`cpdocker " .. row[1] .. "` fails with [" .. row[2] .. "], and as JSON with --json", function()
+      local out, rc = helper.sh("./cpdocker " .. row[1] .. " 2>&1 >/dev/null")
+      assert.are.equal(1, rc, out)
+      assert.matches("^cpdocker: .*%[" .. row[2] .. "%]\n$", out)
+      out, rc = helper.sh("./cpdocker --json " .. row[1] .. " 2>/dev/null")
+      assert.are.equal(1, rc, out)
+      assert.are.equal(row[2], assert(json.decode(out), out).error.code)
+    end)
+  end
+
   it("logs --tail 0 prints no old lines, as docker; --tail N the last N", function()
     local id = new_id("optail")
     local req = projects.three(id)

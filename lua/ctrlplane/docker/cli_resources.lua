@@ -107,8 +107,8 @@ function M.install(cli)
     run = function(ctx, args, opts)
       local p, err = ctx:provider()
       if not p then return ctx:fail(err) end
-      local usage, uerr = p:resources(args[1], {one_shot = opts.one_shot})
-      if not usage then return ctx:fail(uerr) end
+      local usage, uerr, ucode = p:resources(args[1], {one_shot = opts.one_shot})
+      if not usage then return ctx:fail("resources " .. args[1] .. ": " .. tostring(uerr), ucode) end
       if ctx.json_out then
         ctx:json(usage)
         return 0
@@ -153,17 +153,17 @@ function M.install(cli)
       if opts.no_stream then count = 1 end
       local p, err = ctx:provider()
       if not p then return ctx:fail(err) end
-      local mon, merr = p:resource_monitor(args[1])
-      if not mon then return ctx:fail(merr) end
+      local mon, merr, mcode = p:resource_monitor(args[1])
+      if not mon then return ctx:fail("top " .. args[1] .. ": " .. tostring(merr), mcode) end
       core.catch_interrupts(true)
       local status = 0
-      local warm, werr = mon:warm(2, 3)
-      if warm == nil then status = ctx:fail(werr) end
+      local warm, werr, wcode = mon:warm(2, 3)
+      if warm == nil then status = ctx:fail(werr, wcode) end
       local shown = 0
       while status == 0 and not core.interrupted() do
-        local usage, uerr = mon:usage()
+        local usage, uerr, ucode = mon:usage()
         if not usage then
-          status = ctx:fail(uerr)
+          status = ctx:fail(uerr, ucode)
           break
         end
         if ctx.json_out then
@@ -182,10 +182,10 @@ function M.install(cli)
         while not core.interrupted() do
           local left = next_at - core.clock()
           if left <= 0 then break end
-          local ok, perr = mon:poll(left)
+          local ok, perr, pcode = mon:poll(left)
           if not ok then
             if core.interrupted() then break end
-            status = ctx:fail(perr)
+            status = ctx:fail(perr, pcode)
             break
           end
         end

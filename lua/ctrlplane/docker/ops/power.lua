@@ -59,7 +59,7 @@ local function wait_wave(p, instance_id, wave, reps, specs)
   local ids, wspecs = {}, {}
   for _, name in ipairs(wave) do
     for _, c in ipairs(reps[name] or {}) do
-      local key = (c.replica or 1) == 1 and name or (name .. "_" .. c.replica)
+      local key = project.replica_key(name, c.replica)
       ids[key], wspecs[key] = c.Id, specs[name]
     end
   end
