@@ -43,8 +43,10 @@ describe("what and why", function()
       assert.is_string(a.release_id)
       assert.are_not.equal(a.release_id, b.release_id)
       local st = assert(p:status(id))
-      assert.matches(a.release_id, st.metadata.releases, 1, true)
-      assert.matches(b.release_id, st.metadata.releases, 1, true)
+      -- metadata.releases is a list, oldest first
+      local n = #st.metadata.releases
+      assert.are.same({a.release_id, b.release_id},
+        {st.metadata.releases[n - 1], st.metadata.releases[n]})
     end)
 
   it("the CLI shows what and why", function()
