@@ -49,7 +49,7 @@ describe("cpdocker against hostile input", function()
   it("refuses a --policy directory that does not exist", function()
     local out, rc = helper.cpdocker("--policy /nonexistent/cp-policy status " .. id)
     assert.are.equal(1, rc)
-    assert.matches("policy_dir: /nonexistent/cp-policy is not a directory", out, 1, true)
+    assert.matches("--policy: /nonexistent/cp-policy is not a directory", out, 1, true) -- the flag set
   end)
 
   it("refuses a directory given as the request file", function()

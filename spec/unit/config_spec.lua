@@ -90,7 +90,7 @@ describe("config.resolve request limits", function()
         {CP_DOCKER_MAX_REPLICAS = "1e20"}, {CP_DOCKER_ALLOW_PRIVILEGED_PORTS = "maybe"}}) do
       local c, err = config.resolve({}, env(bad))
       assert.is_nil(c)
-      assert.matches("^[a-z_]+: ", err)
+      assert.matches("^" .. next(bad) .. ": ", err) -- the variable the operator set
     end
   end)
 end)
@@ -102,7 +102,7 @@ describe("config.resolve policy_dir", function()
     assert.are.equal("policy_dir: /nonexistent/cp-policy is not a directory", err)
     c, err = config.resolve({}, env({CP_POLICY_DIR = "/etc/hostname"}))
     assert.is_nil(c)
-    assert.matches("^policy_dir: ", err)
+    assert.matches("^CP_POLICY_DIR: ", err) -- the variable the operator set
     assert.are.equal("scripts", assert(config.resolve({policy_dir = "scripts"}, env({}))).policy_dir)
   end)
 end)

@@ -243,7 +243,8 @@ function config.resolve(opts, getenv)
   if cfg.policy_dir then -- a typo must not fall back to the bundled policy silently
     local d = io.open(cfg.policy_dir .. "/.", "r")
     if not d then
-      return nil, "policy_dir: " .. cfg.policy_dir .. " is not a directory"
+      return nil, source_name(opts, "policy_dir", "CP_POLICY_DIR") .. ": " .. cfg.policy_dir
+        .. " is not a directory"
     end
     d:close()
   end
@@ -255,7 +256,8 @@ function config.resolve(opts, getenv)
   if max == nil then max = 50 end
   cfg.max_replicas = math.tointeger(tonumber(max))
   if not cfg.max_replicas or cfg.max_replicas < 1 or cfg.max_replicas > 10000 then
-    return nil, "max_replicas: must be an integer from 1 to 10000 (got \"" .. tostring(max) .. "\")"
+    return nil, source_name(opts, "max_replicas", "CP_DOCKER_MAX_REPLICAS")
+      .. ": must be an integer from 1 to 10000 (got \"" .. tostring(max) .. "\")"
   end
   local priv = opts.allow_privileged_ports
   if priv == nil then priv = nonempty(getenv("CP_DOCKER_ALLOW_PRIVILEGED_PORTS")) end
@@ -266,7 +268,8 @@ function config.resolve(opts, getenv)
     elseif v == "0" or v == "false" or v == "no" then
       priv = false
     else
-      return nil, "allow_privileged_ports: expected 1 or 0 (got \"" .. priv .. "\")"
+      return nil, source_name(opts, "allow_privileged_ports", "CP_DOCKER_ALLOW_PRIVILEGED_PORTS")
+        .. ": expected 1 or 0 (got \"" .. priv .. "\")"
     end
   end
   cfg.allow_privileged_ports = priv == true
