@@ -5,6 +5,7 @@
 local json = require("ctrlplane.docker.json")
 local helper = require("support.helper")
 local projects = require("support.projects")
+local rpc_session = require("support.rpc_session")
 
 -- Writes a request to a temporary file; returns its path.
 local function request_file(req)
@@ -116,6 +117,36 @@ describe("operator experience", function()
     assert.matches("service web [%w ]+ %(exit code 3%)", out)
     assert.matches("crashing on purpose", out)
     assert.matches("%[%l[%l_]*%]\n$", out)
+  end)
+
+  it("over JSON-RPC, restart waits until ready, takes stop_timeout and no_wait, and "
+    .. "rejects them where they do not apply", function()
+    local id = new_id("oprpcw")
+    local req = projects.three(id)
+    req.services[2].command = {"sh", "-c", "trap 'exit 0' TERM; sleep 2; httpd -f -p 8080 -h /www & wait"}
+    req.services[2].health_check = {path = "/", port = 8080, interval = "300ms", timeout = "1s",
+      retries = 20}
+    assert(p:provision(req))
+    local s = rpc_session.start()
+    local ok, err = pcall(function()
+      local r = s:call("restart", {instance_id = id, stop_timeout = "2s"}, 120)
+      assert.are.equal(json.null, r.result, json.encode(r.error or {}))
+      assert.are.equal("healthy", projects.inspect("cp-" .. id .. "-web").State.Health.Status)
+      r = s:call("restart", {instance_id = id, stop_timeout = 2000000000, no_wait = true}, 120)
+      assert.are.equal(json.null, r.result, json.encode(r.error or {}))
+      assert.are_not.equal("healthy", projects.inspect("cp-" .. id .. "-web").State.Health.Status)
+      for _, bad in ipairs({{"stop", {no_wait = true}, "no_wait"},
+          {"start", {stop_timeout = "2s"}, "stop_timeout"},
+          {"restart", {stop_timeout = "soon"}, "stop_timeout"},
+          {"start", {no_wait = "yes"}, "no_wait"}}) do
+        bad[2].instance_id = id
+        r = s:call(bad[1], bad[2])
+        assert.are.equal(-32602, r.error.code)
+        assert.are.equal(bad[3], r.error.data.errors[1].field)
+      end
+    end)
+    s:close()
+    assert(ok, err)
   end)
 
   it("start after deploy, rollback and scale: a container pinned to its address by a "

@@ -75,6 +75,36 @@ local function by_id(op)
   end
 end
 
+-- start, stop, restart: {instance_id, stop_timeout? (stop, restart: a
+-- duration, "90s" or Go nanoseconds), no_wait? (start, restart: do not
+-- wait until ready)}
+local function power(op)
+  return function(p, params)
+    local id, e = need_id(params)
+    if not id then return nil, e end
+    local o = {}
+    if type(params) == "table" then
+      if params.no_wait ~= nil and params.no_wait ~= json.null then
+        if op == "stop" or type(params.no_wait) ~= "boolean" then
+          return nil, bad_params("params.no_wait: expected a boolean (start, restart)", "no_wait")
+        end
+        o.no_wait = params.no_wait
+      end
+      if params.stop_timeout ~= nil and params.stop_timeout ~= json.null then
+        local t, terr = config.seconds(params.stop_timeout, "params.stop_timeout")
+        if op == "start" or not t then
+          return nil, bad_params(terr or "params.stop_timeout: only for stop and restart",
+            "stop_timeout")
+        end
+        o.stop_timeout = t
+      end
+    end
+    local res, err, code, errors = p[op](p, id, o)
+    if res == nil then return nil, op_error(err, code, errors) end
+    return json.null
+  end
+end
+
 local function whole(op)
   return function(p, params)
     if type(params) ~= "table" then
@@ -93,9 +123,9 @@ rpc.methods = {
   provision = whole("provision"),
   deploy = whole("deploy"),
   deprovision = by_id("deprovision"),
-  start = by_id("start"),
-  stop = by_id("stop"),
-  restart = by_id("restart"),
+  start = power("start"),
+  stop = power("stop"),
+  restart = power("restart"),
   status = by_id("status"),
   resources = by_id("resources"),
   rollback = function(p, params)
