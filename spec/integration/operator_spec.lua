@@ -333,5 +333,23 @@ describe("operator experience", function()
     assert.is_nil(err:find("\27[", 1, true))
     assert.is_nil(err:find("\r", 1, true))
     helper.sh("docker rmi -f " .. tag .. " >/dev/null 2>&1")
+
+    -- a terminal that cannot move the cursor (TERM=dumb): step lines only
+    id = new_id("oppull3")
+    tag = pushed_tag()
+    req = projects.three(id)
+    req.services[3].image = tag
+    f = request_file(req)
+    out = on_pty("./cpdocker provision " .. f .. " >/dev/null", "TERM=dumb")
+    os.remove(f)
+    assert.matches("pulled " .. tag:gsub("%p", "%%%0"), out)
+    assert.is_nil(out:find("\27[", 1, true))
+    helper.sh("docker rmi -f " .. tag .. " >/dev/null 2>&1")
+    -- nor does `top` redraw the screen there
+    out = on_pty("./cpdocker top " .. id .. " --count 2 --interval 0.5", "TERM=dumb")
+    assert.matches("SERVICE", out)
+    assert.is_nil(out:find("\27[", 1, true))
+    out = on_pty("./cpdocker top " .. id .. " --count 1", "TERM=xterm")
+    assert.is_truthy(out:find("\27[H\27[2J", 1, true))
   end)
 end)

@@ -309,7 +309,9 @@ function cli.main(argv, io_)
   ctx.err_tty = io_.err_tty
   if ctx.err_tty == nil then ctx.err_tty = core.isatty(2) end
   local getenv = io_.getenv or os.getenv
-  ctx.no_color = (getenv("NO_COLOR") or "") ~= "" or getenv("TERM") == "dumb"
+  -- TERM=dumb: no colour and no cursor movement (progress bars, redraws)
+  ctx.dumb = getenv("TERM") == "dumb"
+  ctx.no_color = (getenv("NO_COLOR") or "") ~= "" or ctx.dumb
   ctx.color_ok = ctx.tty and not ctx.no_color
   ctx.provider_opts = {host = g.host, network = g.network, registry = g.registry,
     policy_dir = g.policy_dir, backend = g.backend,

@@ -130,7 +130,7 @@ end
 local function progress(ctx)
   if ctx.json_out then return nil end
   local err = ctx.stderr
-  return M.pull_progress(function(text) err:write(text) end, {tty = ctx.err_tty})
+  return M.pull_progress(function(text) err:write(text) end, {tty = ctx.err_tty and not ctx.dumb})
 end
 
 local function print_endpoints(ctx, endpoints)

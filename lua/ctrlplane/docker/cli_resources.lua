@@ -169,11 +169,11 @@ function M.install(cli)
         if ctx.json_out then
           ctx:json(usage)
         else
-          if ctx.tty then ctx.stdout:write("\27[H\27[2J") end
+          if ctx.tty and not ctx.dumb then ctx.stdout:write("\27[H\27[2J") end
           ctx.stdout:write(string.format("%s  %s  (%d containers, %d running)\n\n", args[1],
             usage.sampled_at, usage.containers, usage.running))
           table_out(ctx, service_rows(usage, true))
-          if not ctx.tty and not count then ctx.stdout:write("\n") end
+          if (not ctx.tty or ctx.dumb) and not count then ctx.stdout:write("\n") end
         end
         ctx.stdout:flush()
         shown = shown + 1
