@@ -71,7 +71,8 @@ describe("README", function()
     for var in src:gmatch('"((%u+)_[%u_]+)"') do
       if (var:match("^CP_") or var:match("^DOCKER_")) and not seen[var] then
         seen[var] = true
-        assert.is_truthy(text:find("`" .. var .. "`", 1, true), var .. " is not in the README")
+        assert.is_truthy(text:find("`" .. var .. "`", 1, true) or text:find("`" .. var .. "=", 1, true),
+          var .. " is not in the README")
         n = n + 1
       end
     end
