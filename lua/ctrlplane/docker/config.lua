@@ -277,7 +277,8 @@ function config.resolve(opts, getenv)
   -- manager; nodes maps node hostnames to their daemons for stats and exec)
   cfg.backend = nonempty(opts.backend) or nonempty(getenv("CP_DOCKER_BACKEND")) or "engine"
   if cfg.backend ~= "engine" and cfg.backend ~= "swarm" then
-    return nil, "backend: must be engine or swarm (got \"" .. tostring(cfg.backend) .. "\")"
+    return nil, source_name(opts, "backend", "CP_DOCKER_BACKEND")
+      .. ": must be engine or swarm (got \"" .. tostring(cfg.backend) .. "\")"
   end
   local nodes = opts.nodes
   if nodes == nil then nodes = nonempty(getenv("CP_DOCKER_NODES")) end
