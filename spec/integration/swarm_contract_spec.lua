@@ -109,7 +109,7 @@ for _, backend in ipairs(BACKENDS) do
       assert.equal("running", st.services.side.state)
       assert.equal("stopped", st.services.setup.state)
       assert.is_true(st.services.setup.ready)
-      assert.equal("initial", st.metadata.releases)
+      assert.same({"initial"}, st.metadata.releases)
     end)
 
     it("streams logs: every service merged by time, one service with tail", function()
@@ -184,7 +184,7 @@ for _, backend in ipairs(BACKENDS) do
       assert.equal("2\n", exec_out(p, id, {"cat", "/VERSION"}).stdout)
       assert.equal("bye\n", exec_out(p, id, {"sh", "-c", "echo $GREETING"}).stdout)
       assert.matches("version 2", fetch_public(st.endpoints))
-      assert.matches("initial,r2", st.metadata.releases)
+      assert.same({"initial", "r2"}, {st.metadata.releases[1], st.metadata.releases[2]})
       -- rollback to a named release from the runtime's own history
       local rb
       rb, err = p:rollback(id, "initial")

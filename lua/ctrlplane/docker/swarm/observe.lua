@@ -205,9 +205,10 @@ function P:status(instance_id)
   for i, s in ipairs(list) do
     shaped[i] = {Labels = s.Spec.Labels, Created = (s.Version or {}).Index or 0}
   end
-  local releases = {}
+  -- the recorded releases, oldest first, as a JSON list (as the engine backend)
+  local releases = json.array({})
   for _, e in ipairs(release_history.history_of(shaped)) do releases[#releases + 1] = e.id end
-  result.metadata.releases = table.concat(releases, ",")
+  result.metadata.releases = releases
   return result
 end
 
