@@ -246,7 +246,6 @@ describe("operator experience", function()
     {"scale inst_opnothere2 --replicas 2", "not_found"},
     {"rollback inst_opnothere2 initial", "not_found"},
     {"logs inst_opnothere2", "not_found"},
-    {"resources inst_opnothere2", "not_found"},
     {"top inst_opnothere2 --no-stream", "not_found"},
     {"exec inst_opnothere2 -- true", "not_found"},
     {"deploy /nonexistent.json", "invalid"},
