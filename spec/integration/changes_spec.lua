@@ -44,9 +44,9 @@ describe("what and why", function()
       assert.are_not.equal(a.release_id, b.release_id)
       local st = assert(p:status(id))
       -- metadata.releases is a list, oldest first
-      local n = #st.metadata.releases
+      local n = #st.releases
       assert.are.same({a.release_id, b.release_id},
-        {st.metadata.releases[n - 1], st.metadata.releases[n]})
+        {st.releases[n - 1], st.releases[n]})
     end)
 
   it("the CLI shows what and why", function()

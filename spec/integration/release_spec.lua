@@ -32,7 +32,8 @@ describe("releases", function()
       services = {{name = "web", env = {GREETING = "three"}}, {name = "side", env = {MODE = "3"}}}}))
     local st = assert(p:status(id))
     assert.are.equal("rel-3", st.metadata.release)
-    assert.are.same({"initial", "rel-2", "rel-3"}, st.metadata.releases)
+    assert.are.same({"initial", "rel-2", "rel-3"}, st.releases) -- a list, oldest first
+    assert.are.equal("initial,rel-2,rel-3", st.metadata.releases) -- Go: map[string]string
 
     -- another process, the CLI, reads the history from the engine
     local out, rc = helper.cpdocker("rollback " .. id .. " rel-2")

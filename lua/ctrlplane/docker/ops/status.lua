@@ -89,10 +89,13 @@ function P:status(instance_id)
   result.message = agg.message or ""
   result.endpoints = endpoints_of(instance_id, specs, info, counts, self.cfg)
   result.metadata.network = project.network_name(instance_id)
-  -- the recorded releases, oldest first, as a JSON list
+  -- the recorded releases, oldest first: a JSON list in the extra field
+  -- `releases` (Go ignores it), and comma-joined in metadata, which Go
+  -- decodes as map[string]string
   local releases = json.array({})
   for _, e in ipairs(history_of(list)) do releases[#releases + 1] = e.id end
-  result.metadata.releases = releases
+  result.releases = releases
+  result.metadata.releases = table.concat(releases, ",")
   return result
 end
 

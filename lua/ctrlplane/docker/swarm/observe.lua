@@ -205,10 +205,12 @@ function P:status(instance_id)
   for i, s in ipairs(list) do
     shaped[i] = {Labels = s.Spec.Labels, Created = (s.Version or {}).Index or 0}
   end
-  -- the recorded releases, oldest first, as a JSON list (as the engine backend)
+  -- the recorded releases, oldest first: a JSON list in the extra field
+  -- `releases`, comma-joined in metadata (Go's map[string]string)
   local releases = json.array({})
   for _, e in ipairs(release_history.history_of(shaped)) do releases[#releases + 1] = e.id end
-  result.metadata.releases = releases
+  result.releases = releases
+  result.metadata.releases = table.concat(releases, ",")
   return result
 end
 
