@@ -85,12 +85,13 @@ describe("operator experience", function()
   it("start and restart wait until the instance is ready; --no-wait does not", function()
     local id = new_id("opwait")
     local req = projects.three(id)
-    -- the web server answers 2 s after each start; its health check gates readiness
+    -- the web server answers 6 s after each start (a margin for a loaded host); its
+    -- health check gates readiness
     req.services[2].command = {"sh", "-c",
       "if [ -f /data/crash ]; then echo crashing on purpose; exit 3; fi; "
-      .. "trap 'exit 0' TERM; sleep 2; httpd -f -p 8080 -h /www & wait"}
+      .. "trap 'exit 0' TERM; sleep 6; httpd -f -p 8080 -h /www & wait"}
     req.services[2].health_check = {path = "/", port = 8080, interval = "300ms", timeout = "1s",
-      retries = 20}
+      retries = 60}
     assert(p:provision(req))
     local out, rc = helper.cpdocker("restart " .. id .. " --timeout 2")
     assert.are.equal(0, rc, out)
@@ -101,7 +102,7 @@ describe("operator experience", function()
 
     out, rc = helper.cpdocker("restart " .. id .. " --timeout 2 --no-wait")
     assert.are.equal(0, rc, out)
-    -- returned before the server's 2 s: not healthy yet
+    -- returned before the server's 6 s: not healthy yet
     assert.are_not.equal("healthy", projects.inspect("cp-" .. id .. "-web").State.Health.Status)
 
     out, rc = helper.cpdocker("stop " .. id)
@@ -123,9 +124,9 @@ describe("operator experience", function()
     .. "rejects them where they do not apply", function()
     local id = new_id("oprpcw")
     local req = projects.three(id)
-    req.services[2].command = {"sh", "-c", "trap 'exit 0' TERM; sleep 2; httpd -f -p 8080 -h /www & wait"}
+    req.services[2].command = {"sh", "-c", "trap 'exit 0' TERM; sleep 6; httpd -f -p 8080 -h /www & wait"}
     req.services[2].health_check = {path = "/", port = 8080, interval = "300ms", timeout = "1s",
-      retries = 20}
+      retries = 60}
     assert(p:provision(req))
     local s = rpc_session.start()
     local ok, err = pcall(function()
