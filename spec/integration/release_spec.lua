@@ -33,7 +33,7 @@ describe("releases", function()
     local st = assert(p:status(id))
     assert.are.equal("rel-3", st.metadata.release)
     assert.are.same({"initial", "rel-2", "rel-3"}, st.releases) -- a list, oldest first
-    assert.are.equal("initial,rel-2,rel-3", st.metadata.releases) -- Go: map[string]string
+    assert.are.same({"initial", "rel-2", "rel-3"}, st.metadata.releases) -- a JSON list, in order
 
     -- another process, the CLI, reads the history from the engine
     local out, rc = helper.cpdocker("rollback " .. id .. " rel-2")

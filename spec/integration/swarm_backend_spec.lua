@@ -133,7 +133,7 @@ describe("swarm backend #swarm", function()
       assert.is_true(st.ready)
       assert.equal("initial", st.metadata.release)
       assert.same({"initial"}, st.releases)
-      assert.equal("initial", st.metadata.releases)
+      assert.same({"initial"}, st.metadata.releases)
       assert.equal("1\n", assert(p:exec(id, {command = {"cat", "/VERSION"}})).stdout)
       for _, e in ipairs(st.endpoints) do
         if e.public then assert.matches("version 1", get(e.url) or "") end

@@ -110,7 +110,7 @@ for _, backend in ipairs(BACKENDS) do
       assert.equal("stopped", st.services.setup.state)
       assert.is_true(st.services.setup.ready)
       assert.same({"initial"}, st.releases)
-      assert.equal("initial", st.metadata.releases)
+      assert.same({"initial"}, st.metadata.releases)
     end)
 
     it("streams logs: every service merged by time, one service with tail", function()
@@ -186,7 +186,7 @@ for _, backend in ipairs(BACKENDS) do
       assert.equal("bye\n", exec_out(p, id, {"sh", "-c", "echo $GREETING"}).stdout)
       assert.matches("version 2", fetch_public(st.endpoints))
       assert.same({"initial", "r2"}, {st.releases[1], st.releases[2]})
-      assert.matches("initial,r2", st.metadata.releases)
+      assert.same({"initial", "r2"}, {st.metadata.releases[1], st.metadata.releases[2]})
       -- rollback to a named release from the runtime's own history
       local rb
       rb, err = p:rollback(id, "initial")

@@ -137,7 +137,7 @@ local function list(t) return {list = t} end
 local function map(t) return {map = t} end
 local function enum(...) return {enum = {...}} end
 
-types.STATES = {"provisioning", "starting", "running", "stopping", "stopped", "failed",
+types.STATES = {"provisioning", "starting", "running", "degraded", "stopping", "stopped", "failed",
   "destroying", "destroyed"}
 
 types.schemas = {
@@ -154,7 +154,7 @@ types.schemas = {
     provider_ref = opt("string"), message = opt("string")},
   InstanceStatus = {state = {enum = types.STATES}, ready = "bool", restarts = "int",
     started_at = opt("time"), message = opt("string"), endpoints = list("Endpoint"),
-    services = opt(map("ServiceStatus")), metadata = opt(map("string"))},
+    services = opt(map("ServiceStatus")), metadata = opt(map("any"))},
   ResourceUsage = {cpu_percent = "number", memory_used_mb = "int", memory_limit_mb = "int",
     disk_used_mb = opt("int"), network_in_mb = "number", network_out_mb = "number"},
   ExecResult = {exit_code = "int", stdout = "bytes", stderr = "bytes"},
@@ -187,6 +187,8 @@ local scalars = {
   bytes = function(v)
     return type(v) == "string" and #v % 4 == 0 and v:match("^[A-Za-z0-9+/]*=?=?$") ~= nil
   end,
+  -- a value DESIGN §2 leaves untyped (InstanceStatus.metadata: releases is a list)
+  any = function(v) return v ~= nil end,
   provider_ref = function(v) return type(v) == "string" and v:match("^docker:cp%-.") ~= nil end,
 }
 

@@ -33,7 +33,11 @@ local rows = {
   {"InstanceStatus", '{"state":"healthy","ready":true,"restarts":0,"endpoints":[]}',
     'InstanceStatus.state: "healthy" is not one of'},
   {"InstanceStatus", '{"state":"running","ready":true,"restarts":0,"endpoints":[],'
-    .. '"metadata":{"n":1}}', "InstanceStatus.metadata.n: expected string, got number 1"},
+    .. '"metadata":{"releases":["initial","r2"]}}', nil},
+  {"InstanceStatus", '{"state":"running","ready":true,"restarts":0,"endpoints":[],'
+    .. '"metadata":[1]}', "InstanceStatus.metadata: expected an object (map), got array"},
+  {"ProvisionResult", '{"provider_ref":"docker:cp-x","endpoints":[],"metadata":{"n":1}}',
+    "ProvisionResult.metadata.n: expected string, got number 1"},
   {"InstanceStatus", '{"state":"running","ready":true,"restarts":0,"endpoints":{}}',
     "InstanceStatus.endpoints: expected a list, got object"},
   {"InstanceStatus", '{"state":"running","ready":true,"restarts":0,"endpoints":[],'

@@ -89,13 +89,12 @@ function P:status(instance_id)
   result.message = agg.message or ""
   result.endpoints = endpoints_of(instance_id, specs, info, counts, self.cfg)
   result.metadata.network = project.network_name(instance_id)
-  -- the recorded releases, oldest first: a JSON list in the extra field
-  -- `releases` (Go ignores it), and comma-joined in metadata, which Go
-  -- decodes as map[string]string
+  -- the recorded releases, oldest first, as a JSON list (in metadata, and
+  -- in the extra field `releases`)
   local releases = json.array({})
   for _, e in ipairs(history_of(list)) do releases[#releases + 1] = e.id end
   result.releases = releases
-  result.metadata.releases = table.concat(releases, ",")
+  result.metadata.releases = releases
   return result
 end
 

@@ -206,11 +206,11 @@ function P:status(instance_id)
     shaped[i] = {Labels = s.Spec.Labels, Created = (s.Version or {}).Index or 0}
   end
   -- the recorded releases, oldest first: a JSON list in the extra field
-  -- `releases`, comma-joined in metadata (Go's map[string]string)
+  -- `releases`, and as a list in metadata.releases
   local releases = json.array({})
   for _, e in ipairs(release_history.history_of(shaped)) do releases[#releases + 1] = e.id end
   result.releases = releases
-  result.metadata.releases = table.concat(releases, ",")
+  result.metadata.releases = releases
   return result
 end
 
