@@ -322,8 +322,10 @@ int cp_client_step(cp_client *c, long wait_ms) {
 
 int cp_client_poll(cp_client *c, long wait_ms, struct curl_waitfd *extra, unsigned n) {
   int running = 0;
+  unsigned long before = c->events;
   if (curl_multi_perform(c->multi, &running) != CURLM_OK) return -1;
   http_collect(c);
+  if (c->events != before) wait_ms = 0; /* progress already: its waiters run first */
   if (wait_ms > 0 || n > 0) {
     if (wait_ms > INT_MAX) wait_ms = INT_MAX;
     if (curl_multi_poll(c->multi, extra, n, (int)(wait_ms > 0 ? wait_ms : 0), NULL) != CURLM_OK)

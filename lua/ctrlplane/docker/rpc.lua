@@ -241,7 +241,9 @@ function rpc.call_json(p, method, params_json)
   return ok, json.encode(res)
 end
 
--- For the C embedding API: a provider from a JSON configuration object.
+-- For the C embedding API: a provider from a JSON configuration object,
+-- and its runner (rpc.embed). max_inflight and max_queued in the
+-- configuration bound the runner.
 function rpc.open_json(config_json)
   local cfg = json.null
   if config_json and config_json ~= "" then
@@ -251,10 +253,22 @@ function rpc.open_json(config_json)
   end
   if cfg == json.null then cfg = {} end
   if type(cfg) ~= "table" then return nil, "configuration: expected a JSON object" end
+  local limits = {}
+  for _, k in ipairs({"max_inflight", "max_queued"}) do
+    local v = cfg[k]
+    if v ~= nil then
+      if math.type(v) ~= "integer" or v < 1 then
+        return nil, "configuration: " .. k .. " must be a positive integer"
+      end
+      limits[k] = v
+      cfg[k] = nil
+    end
+  end
   local docker = require("ctrlplane.docker")
   local p, err = docker.new(cfg)
   if not p then return nil, err end
-  return p
+  if p.engine and p.engine.api_version then p.engine:api_version() end
+  return p, rpc.embed(p, limits)
 end
 
 -- ---- requests as tasks (shared by serve and the embedding API) -------------
@@ -392,6 +406,91 @@ function Runner:cancel(req_id, code, message)
 end
 
 rpc.Runner = Runner
+
+-- ---- the C embedding API's runner: submit / poll / cancel ---------------------
+
+local Embed = {}
+Embed.__index = Embed
+
+-- A runner whose finished calls wait in a queue for poll.
+function rpc.embed(p, opts)
+  return setmetatable({runner = rpc.runner(p, opts), done = {}, next_id = 0, live = 0}, Embed)
+end
+
+local function decode_params(params_json)
+  if not params_json or params_json == "" then return true, json.null end
+  local v, err = json.decode(params_json)
+  if v == nil then
+    return false, json.encode(err_obj(rpc.PARSE_ERROR, "params: " .. err, {code = "invalid"}))
+  end
+  return true, v
+end
+
+-- Returns the call's id, or nil, error JSON (parse error, busy, bad deadline).
+function Embed:submit(method, params_json, deadline_ms)
+  local ok, params = decode_params(params_json)
+  if not ok then return nil, params end
+  self.next_id = self.next_id + 1
+  local id = self.next_id
+  local task, e = self.runner:submit(method, params, function(rok, res)
+    self.live = self.live - 1
+    self.done[#self.done + 1] = {id, rok, json.encode(res)}
+  end, id, deadline_ms and deadline_ms > 0 and deadline_ms or nil)
+  if not task then return nil, json.encode(e) end
+  self.live = self.live + 1
+  return id
+end
+
+-- Runs the loop until a call finishes or timeout seconds pass (<0: until
+-- one finishes). Returns id, ok, result JSON, or nil when none finished
+-- (or none is in flight).
+function Embed:poll(timeout)
+  local deadline = timeout and timeout >= 0 and core.clock() + timeout
+  while true do
+    local d = table.remove(self.done, 1)
+    if d then return d[1], d[2], d[3] end
+    local s = self.runner.sched
+    if s:idle() then return nil end
+    local left = deadline and deadline - core.clock()
+    if left and left <= 0 then return nil end
+    local ok, err = s:step(left and math.min(left, 1) or 1)
+    if not ok then return nil, err end
+  end
+end
+
+-- Cancels call id: true when it was in flight.
+function Embed:cancel(id)
+  return self.runner:cancel(id, "cancelled", "cancelled by the caller") > 0
+end
+
+function Embed:pending()
+  return self.live
+end
+
+-- The blocking call: runs the loop until this call finishes (other calls
+-- in flight progress meanwhile; their results wait for poll).
+function Embed:call(method, params_json)
+  local id, err = self:submit(method, params_json)
+  if not id then return false, err end
+  local mine
+  while not mine do
+    for i, d in ipairs(self.done) do
+      if d[1] == id then
+        mine = d
+        table.remove(self.done, i)
+        break
+      end
+    end
+    if not mine then
+      local ok, e = self.runner.sched:step(1)
+      if not ok then return false, json.encode(err_obj(rpc.INTERNAL_ERROR, tostring(e),
+        {code = "internal"})) end
+    end
+  end
+  return mine[2], mine[3]
+end
+
+rpc.Embed = Embed
 
 -- ---- logs parameters ---------------------------------------------------------
 

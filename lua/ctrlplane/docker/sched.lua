@@ -302,6 +302,11 @@ function Sched:step(max_wait)
     end
   end
   if #self.ready > 0 then wait = 0 end
+  local any_wait = #clients > 0 or next(fds) ~= nil or next(self.deadlines) ~= nil
+  for task in pairs(self.running) do
+    if task.wait and task.wait.deadline then any_wait = true end
+  end
+  if not any_wait then return true end -- nothing to wait for: do not sleep
   local readyfd, err = core.loop_step(clients, wait, fds)
   if not readyfd then return nil, err end
   now = core.clock()
