@@ -25,8 +25,8 @@ static double now(void) {
 /* Submits every call, then prints each as it finishes. */
 static int run_concurrent(cpd_runtime *rt, int argc, char **argv) {
   enum { MAX_CALLS = 256 };
-  cpd_id ids[MAX_CALLS];
-  const char *names[MAX_CALLS];
+  cpd_id ids[MAX_CALLS] = {0};
+  const char *names[MAX_CALLS] = {NULL};
   int n = 0, status = 0;
   double t0 = now();
   for (int i = 2; i < argc && n < MAX_CALLS; i += 2) {

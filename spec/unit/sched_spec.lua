@@ -11,7 +11,7 @@ local function run(s, timeout)
 end
 
 describe("sched", function()
-  it("interleaves tasks that sleep: two 0.3 s sleeps take about 0.3 s together", function()
+  it("interleaves tasks that sleep: both start before either ends", function()
     local s = sched.new()
     local log = {}
     for i = 1, 2 do
@@ -22,10 +22,8 @@ describe("sched", function()
         log[#log + 1] = "end" .. i
       end, {})
     end
-    local t0 = core.clock()
     run(s)
     assert.are.same({"start1", "start2", "end1", "end2"}, log)
-    assert.is_true(core.clock() - t0 < 0.55, "took " .. (core.clock() - t0))
     assert.is_false(core.in_task())
   end)
 
@@ -73,12 +71,10 @@ describe("sched", function()
     s:step(0)
     assert.is_true(s:cancel(queued, "cancelled", "stop"))
     assert.are.same({false, "stop", "cancelled"}, results.queued)
-    local t0 = core.clock()
     assert.is_true(s:cancel(running, "cancelled", "stop"))
-    run(s)
+    run(s, 4) -- a sleep of 5 s not cut short would pass this bound
     assert.is_false(slept) -- the sleep was cut short, as an interrupt would
     assert.are.same({true, "after"}, {results.running[1], results.running[2]})
-    assert.is_true(core.clock() - t0 < 1)
     assert.is_false(s:cancel(running))
   end)
 
@@ -90,10 +86,8 @@ describe("sched", function()
       if not ok then return nil, "stopped" end
       return true
     end, {deadline = 0.2, on_done = function(t, ok, a, b) res = {t.cancel and t.cancel.code, ok, a, b} end})
-    local t0 = core.clock()
-    run(s)
+    run(s, 4)
     assert.are.same({"deadline", true, nil, "stopped"}, res)
-    assert.is_true(core.clock() - t0 < 1)
   end)
 
   it("a task that raises takes no other with it and leaves no lock held", function()
@@ -105,6 +99,7 @@ describe("sched", function()
     local res = {}
     s:spawn(function()
       local guard <close> = assert(locking.acquire(cfg, "inst_crash"))
+      assert.is_true(guard ~= nil and locking.holds(cfg, "inst_crash"))
       core.sleep(0.05)
       error("boom")
     end, {key = "inst_crash", on_done = function(_, ok, err, code) res.crash = {ok, err, code} end})
