@@ -212,8 +212,16 @@ function Sched:cancel(task, code, message)
   return true
 end
 
+local TRACE = tonumber(os.getenv("CP_SCHED_TRACE") or "")
+
 function Sched:_resume(task, ...)
+  local t0 = TRACE and core.clock()
   local r = table.pack(coroutine.resume(task.co, ...))
+  if TRACE and core.clock() - t0 > TRACE then
+    io.stderr:write(string.format("sched: task %s (%s) ran %.1f ms without waiting\n%s\n",
+      task.id, tostring(task.name), (core.clock() - t0) * 1000,
+      debug.traceback(task.co, "", 0)))
+  end
   if not r[1] then
     local tb = debug.traceback(task.co, tostring(r[2]))
     return self:_finish(task, false, tb, "internal")
