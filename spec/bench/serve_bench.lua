@@ -52,6 +52,18 @@ end
 
 local function median(list) return pct(list, 0.5) end
 
+-- user + system CPU seconds of a process
+local function cpu_s(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return 0 end
+  local rest = f:read("a"):match("%) (.*)$") or ""
+  f:close()
+  local fields = {}
+  for x in rest:gmatch("%S+") do fields[#fields + 1] = x end
+  local ticks = (tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0) -- utime, stime
+  return ticks / 100
+end
+
 local function rss_mb(pid)
   local f = io.open("/proc/" .. pid .. "/status")
   if not f then return 0 end
@@ -147,6 +159,7 @@ local ok, err = pcall(function()
 
   -- 3. N provisions at once, with probes
   local ids, sent = {}, {}
+  local cpu0 = cpu_s(s.pid)
   local t0 = core.clock()
   for i = 1, N do
     ids[i] = "inst_bsc" .. tag .. "x" .. i
@@ -235,7 +248,13 @@ local ok, err = pcall(function()
     .. "(target <= 200 ms; the tickers' own largest gap between lines %.0f ms), largest delivery lag "
     .. "%.0f ms, %d ended, %d silent", SUBS, LOGS, worst_gap * 1000, worst_ts_gap * 1000,
     worst_lag * 1000, ended, quiet))
-  print(string.format("  serve RSS peak %.1f MB (target <= 64 MB)", max_rss))
+  print(string.format("  serve RSS peak %.1f MB (target <= 64 MB); serve CPU %.2f s over those %.2f s",
+    max_rss, cpu_s(s.pid) - cpu0, t_last))
+  local la = io.open("/proc/loadavg")
+  if la then
+    print("  load average: " .. la:read("l"))
+    la:close()
+  end
 
   -- 4. N separate processes
   local dir = (helper.sh("mktemp -d")):gsub("%s+$", "")
