@@ -10,7 +10,6 @@ local engine = require("ctrlplane.docker.engine")
 local gate = require("ctrlplane.docker.gate")
 local json = require("ctrlplane.docker.json")
 local members = require("ctrlplane.docker.members")
-local policy = require("ctrlplane.docker.policy")
 local project = require("ctrlplane.docker.project")
 local sched = require("ctrlplane.docker.sched")
 
@@ -30,13 +29,14 @@ function M.listed_state(c)
 end
 
 local function ps(self)
-  local pol, perr, pcode = gate.policies(self, {"status"})
+  local pol, perr, pcode = gate.load(self, {"status"})
   if not pol then return nil, perr, pcode end
   local list, err, code = self.engine:get("/containers/json", {all = true,
     filters = engine.filters({label = {LABEL.instance}})})
   if not list then return nil, err, code end
   -- group by instance; only a service's canonical containers count
   local inst = {}
+  local severity = gate.severity(pol.status)
   for _, c in ipairs(list) do
     local labels = c.Labels or {}
     local id, svc = labels[LABEL.instance], labels[LABEL.service]
@@ -51,20 +51,26 @@ local function ps(self)
       e.containers = e.containers + 1
       local spec = members.spec_of(c)
       local state, exit_code, health = M.listed_state(c)
-      local s, serr, scode = policy.call(pol.status, "service", {name = svc, role = spec.role,
+      local s, serr, scode = gate.service(pol.status, {name = svc, role = spec.role,
         docker_state = state, exit_code = exit_code, oom_killed = false, error = "",
         health = health, has_health_check = spec.health_check ~= nil,
         restart_policy = "no", replica = replica, restarts = 0})
       if not s then return nil, serr, scode end
       local prev = e.services[svc]
+      local rep = {replica = replica, state = s.state, ready = s.ready, message = s.message,
+        restarts = 0}
       if not prev then
         e.order[#e.order + 1] = svc
         e.services[svc] = {name = svc, role = spec.role, state = s.state,
-          ready = s.ready and true or false, message = s.message or "", restarts = 0}
+          ready = s.ready, message = s.message, restarts = 0, replicas = 1,
+          replica_states = {rep}}
       else -- the worst replica speaks for the service
-        prev.ready = prev.ready and (s.ready and true or false)
-        if s.state ~= "running" and prev.state == "running" then
-          prev.state, prev.message = s.state, s.message or ""
+        prev.replicas = prev.replicas + 1
+        prev.replica_states[#prev.replica_states + 1] = rep
+        prev.ready = prev.ready and s.ready
+        if (severity[s.state] or 0) < (severity[prev.state] or 0) then
+          prev.state = s.state
+          prev.message = string.format("replica %d: %s", replica, s.message)
         end
       end
     end
@@ -74,7 +80,7 @@ local function ps(self)
     table.sort(e.order)
     local agg_in = {}
     for _, name in ipairs(e.order) do agg_in[#agg_in + 1] = e.services[name] end
-    local agg, aerr, acode = policy.call(pol.status, "aggregate", agg_in)
+    local agg, aerr, acode = gate.aggregate(pol.status, agg_in)
     if not agg then return nil, aerr, acode end
     out[#out + 1] = {instance_id = id, tenant_id = e.tenant, state = agg.state,
       ready = agg.ready and true or false, message = agg.message or "",
