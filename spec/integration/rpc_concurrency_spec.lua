@@ -151,6 +151,7 @@ describe("cpdocker serve with a small limit", function()
     helper.daemon()
     local s = rpc_session.start(nil, "CP_DOCKER_MAX_INFLIGHT=1 CP_DOCKER_MAX_QUEUED=1")
     local a = helper.instance_id("cqa")
+    finally(function() helper.cpdocker("deprovision " .. a) end)
     local ok, err = pcall(function()
       local pa = s:send("provision", slow(a, 2))
       local q = s:send("status", {instance_id = helper.instance_id("cqb")}) -- queued
