@@ -134,6 +134,7 @@ describe("sched", function()
       return out
     end
     local before = fds()
+    local t0 = core.clock() -- before the child starts its 0.3 s sleep
     local f = assert(io.popen("sleep 0.3; echo hi", "r"))
     local fd
     for n in pairs(fds()) do
@@ -142,7 +143,6 @@ describe("sched", function()
     assert.is_number(fd)
     local s = sched.new()
     local ready_at, ticks = nil, 0
-    local t0 = core.clock()
     s:spawn(function()
       assert.is_false(core.wait_fd(fd, "r", 0.05)) -- nothing yet: the timeout
       assert.is_true(core.wait_fd(fd, "r"))
