@@ -73,7 +73,10 @@ local function rss_mb(pid)
 end
 
 helper.daemon()
-local s = rpc_session.start(nil, os.getenv("SERVE_ENV"))
+-- SERVE_ENV="NAME=value ..." settings for the measured server (e.g. CP_SCHED_TRACE=0.02)
+local serve_env = {}
+for k, v in (os.getenv("SERVE_ENV") or ""):gmatch("([%w_]+)=(%S*)") do serve_env[k] = v end
+local s = rpc_session.start(nil, serve_env)
 local idle = rpc_session.start()
 local created = {}
 local function cleanup()
