@@ -26,6 +26,8 @@
  *   core.in_task()                    -> whether the caller runs in a scheduler task
  *   core.WAIT                         -> the first value a task yields at a wait
  *   core.loop_step(clients, timeout, fds) -> {[fd] = true}: one turn of the event loop
+ *   core.wait_ready(obj, mode)        -> whether a task's transfer wait (obj and mode, the
+ *                                        last two values it yielded) is over
  *   core.wait_fd(fd, "r"|"w"|"rw", timeout) -> true | false (timeout) | nil, msg, code
  *
  * Inside a scheduler task (a coroutine marked with core.task_mark) request,
@@ -203,8 +205,11 @@ int cp_task_active(lua_State *L) {
   return on;
 }
 
-int cp_task_wait(lua_State *L, int client_idx, double deadline, int fd, int events,
-                 lua_KContext ctx, lua_KFunction k) {
+/* Yields WAIT, client, deadline, fd, events, obj, mode: obj and mode (see
+ * l_wait_ready) let the scheduler check the transfers the task waits for
+ * without resuming it. */
+static int task_yield(lua_State *L, int client_idx, double deadline, int fd, int events,
+                      int obj_idx, const char *mode, lua_KContext ctx, lua_KFunction k) {
   lua_pushlightuserdata(L, (void *)&WAIT_KEY);
   if (client_idx) lua_pushvalue(L, client_idx);
   else lua_pushnil(L);
@@ -213,7 +218,22 @@ int cp_task_wait(lua_State *L, int client_idx, double deadline, int fd, int even
   if (fd >= 0) lua_pushinteger(L, fd);
   else lua_pushnil(L);
   lua_pushinteger(L, events);
-  return lua_yieldk(L, 5, ctx, k);
+  if (obj_idx) lua_pushvalue(L, obj_idx);
+  else lua_pushnil(L);
+  if (mode) lua_pushstring(L, mode);
+  else lua_pushnil(L);
+  return lua_yieldk(L, 7, ctx, k);
+}
+
+int cp_task_wait(lua_State *L, int client_idx, double deadline, int fd, int events,
+                 lua_KContext ctx, lua_KFunction k) {
+  return task_yield(L, client_idx, deadline, fd, events, 0, NULL, ctx, k);
+}
+
+/* A wait on the client at client_idx for the stream(s) at obj_idx. */
+static int task_wait_on(lua_State *L, int client_idx, double deadline, int obj_idx,
+                        const char *mode, lua_KContext ctx, lua_KFunction k) {
+  return task_yield(L, client_idx, deadline, -1, 0, obj_idx, mode, ctx, k);
 }
 
 int cp_task_cancelled(lua_State *L, int base) {
@@ -552,6 +572,52 @@ static int negotiate(lua_State *L, lclient *lc) {
   return 0;
 }
 
+/* core.wait_ready(obj, mode) -> whether a task's transfer wait is over:
+ * obj a stream ("done": finished; "headers": the response head is in;
+ * "data": bytes buffered or finished) or a list of streams ("any": one has
+ * data or finished; "all": all finished). A closed stream counts as ready. */
+static int stream_ready(lua_State *L, int idx, int what) {
+  lstream *ls = luaL_testudata(L, idx, STREAM_MT);
+  if (!ls || !ls->x) return 1;
+  switch (what) {
+  case 'd': return ls->x->done;
+  case 'h': return cp_ready_headers(ls->x);
+  default: return cp_ready_data(ls->x);
+  }
+}
+
+static int l_wait_ready(lua_State *L) {
+  const char *mode = luaL_checkstring(L, 2);
+  int r;
+  if (strcmp(mode, "any") == 0 || strcmp(mode, "all") == 0) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int all = mode[1] == 'l';
+    lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+    r = all ? 1 : 0;
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, 1, i);
+      int one = stream_ready(L, -1, all ? 'd' : 'a');
+      lua_pop(L, 1);
+      if (all && !one) {
+        r = 0;
+        break;
+      }
+      if (!all && one) {
+        r = 1;
+        break;
+      }
+    }
+    if (n == 0) r = 1;
+  } else if (strcmp(mode, "done") == 0 || strcmp(mode, "headers") == 0 ||
+             strcmp(mode, "data") == 0) {
+    r = stream_ready(L, 1, mode[1] == 'o' ? 'd' : mode[0] == 'h' ? 'h' : 'a'); /* done, headers, data */
+  } else {
+    return luaL_argerror(L, 2, "expected done, headers, data, any or all");
+  }
+  lua_pushboolean(L, r);
+  return 1;
+}
+
 /* ---- client methods ----------------------------------------------------- */
 
 static int l_client(lua_State *L) {
@@ -639,7 +705,7 @@ static int k_request(lua_State *L, int status, lua_KContext ctx) {
     return cp_task_fail_cancel(L, 6);
   }
   lua_settop(L, 6);
-  if (!ls->x->done) return cp_task_wait(L, 1, -1, -1, 0, ctx, k_request);
+  if (!ls->x->done) return task_wait_on(L, 1, -1, 6, "done", ctx, k_request);
   return finish_request(L, ls);
 }
 
@@ -699,7 +765,7 @@ static int k_stream(lua_State *L, int status, lua_KContext stage) {
         close_stream(ls);
         return cp_lua_fail(L, "timed out waiting for the Docker daemon to answer", "timeout", 0);
       }
-      return cp_task_wait(L, 1, deadline, -1, 0, 0, k_stream);
+      return task_wait_on(L, 1, deadline, 6, "headers", 0, k_stream);
     }
     if (ls->x->status >= 400 && !ls->x->done) {
       cp_client *c = cp_lua_client(L, 1);
@@ -710,7 +776,8 @@ static int k_stream(lua_State *L, int status, lua_KContext stage) {
       late = 0;
     }
   }
-  if (stage == 1 && !ls->x->done && !late) return cp_task_wait(L, 1, deadline, -1, 0, 1, k_stream);
+  if (stage == 1 && !ls->x->done && !late)
+    return task_wait_on(L, 1, deadline, 6, "done", 1, k_stream);
   return finish_stream(L, ls);
 }
 
@@ -771,7 +838,7 @@ static int k_batch(lua_State *L, int status, lua_KContext ctx) {
   }
   lua_settop(L, 5);
   for (lua_Integer i = 0; i < n; i++)
-    if (!xs[i]->done) return cp_task_wait(L, 1, -1, -1, 0, ctx, k_batch);
+    if (!xs[i]->done) return task_wait_on(L, 1, -1, 4, "all", ctx, k_batch);
   return batch_results(L, n, xs, "timeout", "timeout");
 }
 
@@ -884,7 +951,7 @@ static int k_wait(lua_State *L, int status, lua_KContext ctx) {
   }
   double deadline = lua_tonumber(L, 4);
   if (!any && (deadline < 0 || cp_task_now() < deadline))
-    return cp_task_wait(L, 1, deadline, -1, 0, ctx, k_wait);
+    return task_wait_on(L, 1, deadline, 2, "any", ctx, k_wait);
   return wait_ready_list(L, n);
 }
 
@@ -981,7 +1048,7 @@ static int k_read(lua_State *L, int status, lua_KContext ctx) {
       lua_pushboolean(L, 0);
       return 1;
     }
-    return cp_task_wait(L, 3, deadline, -1, 0, ctx, k_read);
+    return task_wait_on(L, 3, deadline, 1, "data", ctx, k_read);
   }
   return read_result(L, x);
 }
@@ -1173,6 +1240,7 @@ static const luaL_Reg core_funcs[] = {{"client", l_client},
                                       {"in_task", l_in_task},
                                       {"wait_fd", l_wait_fd},
                                       {"loop_step", l_loop_step},
+                                      {"wait_ready", l_wait_ready},
                                       {NULL, NULL}};
 
 static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,

@@ -565,10 +565,12 @@ rpc.logs_params = logs_params
 local Server = {}
 Server.__index = Server
 
+-- Messages are written as they come and flushed once per turn of the
+-- loop (rpc.serve), not one write(2) per log event.
 function Server:send(msg)
   msg.jsonrpc = "2.0"
   self.out:write(json.encode(msg), "\n")
-  self.out:flush()
+  self.dirty = true
 end
 
 local function response(id, ok, res)
@@ -708,7 +710,7 @@ function Server:handle(line)
     local function flush()
       if all_sent and waiting == 0 and #out > 0 then
         self.out:write(json.encode(json.array(out)), "\n")
-        self.out:flush()
+        self.dirty = true
       end
     end
     for _, m in ipairs(msg) do
@@ -812,7 +814,18 @@ function rpc.serve(p, opts)
       self.eof = true
     end
   end}, self, opts.fd or 0)
-  local ok, err = s:run(function() return self.eof and s:idle() end)
+  local function flush()
+    if self.dirty then
+      self.dirty = false
+      self.out:flush()
+    end
+  end
+  s.before_wait = flush
+  local ok, err = s:run(function()
+    flush()
+    return self.eof and s:idle()
+  end)
+  self.out:flush()
   if not ok and err ~= "interrupted" then
     io.stderr:write("cpdocker serve: ", tostring(err), "\n")
     return 1

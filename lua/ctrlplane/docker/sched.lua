@@ -44,6 +44,7 @@ function M.new(opts)
     max_inflight = opts.max_inflight or M.DEFAULT_MAX_INFLIGHT,
     max_queued = opts.max_queued or M.DEFAULT_MAX_QUEUED,
     cancel_grace = opts.cancel_grace or M.CANCEL_GRACE,
+    before_wait = opts.before_wait, -- called before each wait of the loop (flush output)
     running = {},     -- task -> true (started, not finished)
     inflight = 0,     -- running tasks that count against max_inflight
     pending = {},     -- FIFO of limited tasks waiting for a slot
@@ -232,7 +233,7 @@ function Sched:_resume(task, ...)
   if r[2] ~= core.WAIT then
     return self:_finish(task, false, "operation yielded outside a wait", "internal")
   end
-  local w = {client = r[3], deadline = r[4], fd = r[5], events = r[6]}
+  local w = {client = r[3], deadline = r[4], fd = r[5], events = r[6], obj = r[7], mode = r[8]}
   if w.client then w.seen = w.client:events() end
   task.wait = w
   local c = task.cancel
@@ -315,15 +316,20 @@ function Sched:step(max_wait)
     if task.wait and task.wait.deadline then any_wait = true end
   end
   if not any_wait then return true end -- nothing to wait for: do not sleep
+  if self.before_wait then self.before_wait() end
   local readyfd, err = core.loop_step(clients, wait, fds)
   if not readyfd then return nil, err end
   now = core.clock()
   for task in pairs(self.running) do
     local w = task.wait
     if w then
+      -- a transfer wait is over when its client made progress and (when
+      -- the task said which transfers) those are ready: no resume for
+      -- progress of other tasks' transfers
       local go = (w.deadline and now >= w.deadline)
         or (w.fd and readyfd[w.fd])
-        or (w.client and w.client:events() ~= w.seen)
+        or (w.client and w.client:events() ~= w.seen
+          and (w.obj == nil or core.wait_ready(w.obj, w.mode)))
       if not go and task.cancel and now - task.cancel.at > self.cancel_grace then
         task.wait = nil
         self.ready[#self.ready + 1] = {task, "cancel", task.cancel.code, task.cancel.message}
