@@ -419,7 +419,7 @@ end
 
 local function decode_params(params_json)
   if not params_json or params_json == "" then return true, json.null end
-  local v, err = json.decode(params_json)
+  local v, err = json.decode_request(params_json)
   if v == nil then
     return false, json.encode(err_obj(rpc.PARSE_ERROR, "params: " .. err, {code = "invalid"}))
   end
