@@ -283,6 +283,21 @@ local ok, err = pcall(function()
   helper.sh("rm -rf " .. dir)
   print(string.format("%d separate `cpdocker provision` processes at once: %.2f s (%.2fx one alone), %d failed; "
     .. "one serve: %.2fx of that", N, t_procs, t_procs / t_alone, pfail, t_last / t_procs))
+  -- rows of the summary table (spec/bench/lib.sh): work, anchor, anchor, ours, target
+  local rows = os.getenv("BENCH_ROWS")
+  local out = rows and assert(io.open(rows, "a"))
+  if out then
+    local function row(work, anchor, a, o, target)
+      out:write(string.format("%s\t%s\t%.6f\t%.6f\t%s\n", work, anchor, a, o, target))
+    end
+    row(N .. " provisions at once, one serve", "one provision alone", t_alone, t_last, "2")
+    row(N .. " provisions, one serve (ref.)", N .. " cpdocker processes", t_procs, t_last, "-")
+    row("status+health p99 meanwhile", "target 50 ms", 0.05, pct(lat_all, 0.99), "1")
+    row("  same probes, idle serve p99 (ref.)", "target 50 ms", 0.05, pct(lat_idle, 0.99), "-")
+    row("largest log subscription gap", "target 200 ms", 0.2, worst_gap, "1")
+    row("serve peak RSS (MB in the time columns)", "target 64 MB", 64, max_rss, "1")
+    out:close()
+  end
 end)
 cleanup()
 if not ok then
