@@ -602,6 +602,7 @@ function Server:logs(params, respond)
     sub.stream = stream
     respond(true, {subscription = sub.id})
     local reason
+    local burst = 0
     while true do
       local ev, rerr, rcode = stream:next()
       if sub.ended then break end
@@ -610,6 +611,12 @@ function Server:logs(params, respond)
         break
       end
       if ev then self:send({method = "logs.event", params = {subscription = sub.id, event = ev}}) end
+      -- a long run of buffered events gives the other tasks a turn now and then
+      burst = burst + 1
+      if burst >= 32 then
+        burst = 0
+        core.sleep(1e-6)
+      end
     end
     stream:close()
     if not sub.ended then
