@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <errno.h>
+#include <limits.h>
 #include <time.h>
 
 volatile sig_atomic_t cp_interrupted = 0;
@@ -144,6 +145,7 @@ static size_t http_on_body(char *p, size_t size, size_t nmemb, void *ud) {
     return 0; /* aborts: write error */
   }
   if (cp_buf_append(&x->body, p, n) != 0) return 0; /* aborts: write error */
+  if (x->client) x->client->events++;
   return n;
 }
 
@@ -162,6 +164,7 @@ static size_t http_on_header(char *p, size_t size, size_t nmemb, void *ud) {
     if (code >= 200) {
       x->status = code;
       x->headers_done = 1;
+      if (x->client) x->client->events++;
     }
   }
   return n;
@@ -294,6 +297,7 @@ static void http_collect(cp_client *c) {
     if (!x) continue;
     x->done = 1;
     x->result = m->data.result;
+    c->events++;
     long conns = 0;
     curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &conns);
     c->connections += conns;
@@ -314,6 +318,22 @@ int cp_client_step(cp_client *c, long wait_ms) {
     http_collect(c);
   }
   return cp_interrupted ? -1 : 0;
+}
+
+int cp_client_poll(cp_client *c, long wait_ms, struct curl_waitfd *extra, unsigned n) {
+  int running = 0;
+  unsigned long before = c->events;
+  if (curl_multi_perform(c->multi, &running) != CURLM_OK) return -1;
+  http_collect(c);
+  if (c->events != before) wait_ms = 0; /* progress already: its waiters run first */
+  if (wait_ms > 0 || n > 0) {
+    if (wait_ms > INT_MAX) wait_ms = INT_MAX;
+    if (curl_multi_poll(c->multi, extra, n, (int)(wait_ms > 0 ? wait_ms : 0), NULL) != CURLM_OK)
+      return -1;
+    if (curl_multi_perform(c->multi, &running) != CURLM_OK) return -1;
+    http_collect(c);
+  }
+  return 0;
 }
 
 int cp_ready_done(cp_xfer *x) { return x->done; }

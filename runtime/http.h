@@ -57,6 +57,8 @@ typedef struct cp_client {
   char api_version[16]; /* "" until negotiated */
   long connections;     /* new connections opened so far */
   long transfers;       /* transfers finished so far */
+  unsigned long events; /* bumped whenever a transfer makes progress (data, head, end):
+                           a scheduler resumes the tasks waiting on this client */
   cp_xfer *xfers;       /* live transfers (intrusive list) */
 } cp_client;
 
@@ -99,6 +101,11 @@ void cp_xfer_take(cp_xfer *x, cp_buf *out);
 /* Drives every transfer of the client for up to wait_ms (0: no waiting).
  * Returns 0, or -1 on a multi error or interruption. */
 int cp_client_step(cp_client *c, long wait_ms);
+
+/* Like cp_client_step, but waits (curl_multi_poll, even with no transfer
+ * running) for up to wait_ms on the client's sockets and on extra fds,
+ * whose revents it fills. Returns 0, or -1 on a multi error. */
+int cp_client_poll(cp_client *c, long wait_ms, struct curl_waitfd *extra, unsigned n);
 
 /* Drives until done(x) for every x in xs (n of them), or any `ready`
  * condition, bounded by timeout_ms (<0: no bound). */

@@ -24,6 +24,22 @@ struct cp_client *cp_lua_client(lua_State *L, int idx);
  * failure convention of every binding. */
 int cp_lua_fail(lua_State *L, const char *msg, const char *code, long status);
 
+/* Cooperative waits (lcore.c). A scheduler (lua/ctrlplane/docker/sched.lua)
+ * runs each operation as a coroutine marked with core.task_mark; a binding
+ * that would block checks cp_task_active(L) and, when true, yields with
+ * cp_task_wait instead of waiting itself. The scheduler resumes the task
+ * when the client at client_idx made progress, at the deadline (monotonic
+ * seconds, <0: none) or when fd (>=0) is ready for events (POLLIN/POLLOUT),
+ * with no arguments, or with "cancel", code, message when the wait is
+ * cancelled (cp_task_cancelled / cp_task_fail_cancel, base being the stack
+ * top before the yield). Outside a task everything blocks as before. */
+int cp_task_active(lua_State *L);
+int cp_task_wait(lua_State *L, int client_idx, double deadline, int fd, int events,
+                 lua_KContext ctx, lua_KFunction k);
+int cp_task_cancelled(lua_State *L, int base);
+int cp_task_fail_cancel(lua_State *L, int base);
+double cp_task_now(void); /* monotonic seconds */
+
 /* client:hijack and raw connections (lraw.c). */
 void cp_open_raw(lua_State *L);
 

@@ -142,12 +142,23 @@ local function rpc_transport(secrets_dir)
     return call("exec", {instance_id = id, request = {command = {"sh", "-c", cmd}, tty = false}},
       "ExecResult")
   end
+  -- logs over serve: {subscription}, then one logs.event notification per
+  -- event (each event checked as Go's LogEvent) until logs.end
   function t.logs(id)
-    local events = call("logs", {instance_id = id, opts = {tail = 20, follow = false}})
+    local sub = call("logs", {instance_id = id, opts = {tail = 20, follow = false}})
+    local sid = sub.subscription
     local out = {}
-    for i = 1, events.n do
-      check(events[i], "LogEvent")
-      out[i] = events[i]
+    while true do
+      local m = s:expect(function(x)
+        return (x.method == "logs.event" or x.method == "logs.end") and x.params.subscription == sid
+      end, 30)
+      if m.method == "logs.end" then
+        assert.are.equal("end of stream", m.params.reason)
+        break
+      end
+      local ev = types.parse(assert(s:raw_line(m))).params.event
+      check(ev, "LogEvent")
+      out[#out + 1] = ev
     end
     return out
   end

@@ -32,8 +32,14 @@ describe("cpdocker serve", function()
     s:raw("this is not json")
     local m = s:expect(function(x) return x.error and x.error.code == -32700 end, 5)
     assert.are.equal(json.null, m.id)
+    -- a batch of three invalid requests: an array of three -32600 errors (JSON-RPC 2.0 §6)
     s:raw("[1, 2, 3]")
-    assert.are.equal(-32600, s:expect(function(x) return x.error and x.error.code == -32600 end, 5).error.code)
+    local arr = s:expect(function(x) return x[1] ~= nil end, 5)
+    assert.are.equal(3, #arr)
+    for _, e in ipairs(arr) do
+      assert.are.equal(-32600, e.error.code)
+      assert.are.equal(json.null, e.id)
+    end
     s:raw('{"jsonrpc":"2.0","id":"x1","method":42}')
     assert.are.equal(-32600, s:reply("x1", 5).error.code)
     local unknown = s:call("frobnicate")
@@ -68,11 +74,19 @@ describe("cpdocker serve", function()
     assert.are.equal("running", st.result.state)
     assert.is_true(st.result.ready)
 
-    -- logs without follow: the init's output as a list of events
+    -- logs without follow: a subscription whose events arrive as
+    -- notifications, then logs.end at the end of the log (never one big reply)
     local past = s:call("logs", {instance_id = id, opts = {service_name = "setup"}})
     assert.is_nil(past.error)
-    assert.are.equal("init done", past.result[1].line)
-    assert.are.equal("stdout", past.result[1].stream)
+    local psid = past.result.subscription
+    assert.is_string(psid)
+    local first = s:expect(function(m)
+      return m.method == "logs.event" and m.params.subscription == psid
+    end, 10)
+    assert.are.equal("init done", first.params.event.line)
+    assert.are.equal("stdout", first.params.event.stream)
+    local fin = s:expect(function(m) return m.method == "logs.end" and m.params.subscription == psid end, 10)
+    assert.are.equal("end of stream", fin.params.reason)
 
     -- logs with follow: a subscription whose events arrive as notifications
     local sub = s:call("logs", {instance_id = id, opts = {service_name = "web", follow = true, tail = 0}})

@@ -469,7 +469,8 @@ cli.command("version", {
 })
 
 -- Command modules: each exports install(cli) and registers its commands.
-cli.command_modules = {"cli_lifecycle", "cli_exec", "cli_logs", "cli_resources", "cli_serve"}
+cli.command_modules = {"cli_lifecycle", "cli_exec", "cli_logs", "cli_resources", "cli_serve",
+  "cli_ps"}
 
 for _, name in ipairs(cli.command_modules) do
   require("ctrlplane.docker." .. name).install(cli)

@@ -118,7 +118,7 @@ end
 
 -- Operation modules: each exports install(M) and adds its methods to
 -- M.Provider (and its names to the capabilities it really supports).
-M.operation_modules = {"lifecycle", "logs", "resources", "exec"}
+M.operation_modules = {"lifecycle", "logs", "resources", "exec", "ps"}
 -- per-instance locks wrap the methods above, so they come last
 M.operation_modules[#M.operation_modules + 1] = "locking"
 

@@ -16,7 +16,7 @@
 -- cfg.lock_dir (CP_DOCKER_LOCK_DIR, default /run/lock/ctrlplane-docker);
 -- "off" turns locking off (one caller per instance guaranteed elsewhere).
 --
--- Within one Lua state the lock is re-entrant: an operation that calls
+-- Within one operation (one coroutine) the lock is re-entrant: an operation that calls
 -- another on the same instance (a deploy hook asking for status) does not
 -- wait for itself.
 --
@@ -37,8 +37,41 @@ M.MODES = {
 -- operations whose first argument is a request table with instance_id
 local REQUEST_ARG = {provision = true, deploy = true}
 
--- locks held in this Lua state: path -> {lock, depth}
-local held = {}
+-- locks held in this Lua state, per coroutine (each scheduler task is an
+-- operation of its own): thread -> {path -> {lock, depth}}
+local held_by = setmetatable({}, {__mode = "k"})
+
+local function held_here()
+  local co = coroutine.running()
+  local h = held_by[co]
+  if not h then
+    h = {}
+    held_by[co] = h
+  end
+  return h
+end
+
+-- core.lock waits blocking; in a scheduler task it tries without waiting
+-- and sleeps (yielding) between tries, so other tasks run meanwhile.
+local function take(dir, instance_id, shared, timeout)
+  if not core.in_task() then
+    return core.lock(dir, instance_id, {shared = shared, timeout = timeout})
+  end
+  local start = core.clock()
+  local pause = 0.005
+  while true do
+    local lock, err, code = core.lock(dir, instance_id, {shared = shared, timeout = 0})
+    if lock or code ~= "busy" then return lock, err, code end
+    local waited = core.clock() - start
+    if waited >= timeout then
+      return nil, (err:gsub("waited [%d%.]+s", string.format("waited %.1fs", waited))), code
+    end
+    if not core.sleep(math.min(pause, timeout - waited)) then
+      return nil, "cancelled while waiting for the lock of " .. instance_id, "cancelled"
+    end
+    pause = math.min(pause * 2, 0.1)
+  end
+end
 
 local function disabled(dir)
   return dir == nil or dir == "" or dir == "off" or dir == "none"
@@ -47,6 +80,8 @@ end
 local Guard = {}
 Guard.__index = Guard
 Guard.__close = function(g)
+  local held = g.held
+  if not held then return end
   local h = held[g.key]
   if not h then return end
   h.depth = h.depth - 1
@@ -64,13 +99,13 @@ function M.acquire(cfg, instance_id, shared, timeout)
     return setmetatable({}, Guard) -- nothing to lock: the operation rejects a bad id itself
   end
   local key = dir .. "/" .. instance_id
+  local held = held_here()
   local h = held[key]
   if h then
     h.depth = h.depth + 1
-    return setmetatable({key = key}, Guard)
+    return setmetatable({key = key, held = held}, Guard)
   end
-  local lock, err, code = core.lock(dir, instance_id,
-    {shared = shared, timeout = timeout or cfg.lock_timeout})
+  local lock, err, code = take(dir, instance_id, shared, timeout or cfg.lock_timeout)
   if not lock then
     if code == "busy" then
       err = "instance " .. err .. " (another cpdocker call is working on it; retry later)"
@@ -80,12 +115,12 @@ function M.acquire(cfg, instance_id, shared, timeout)
     return nil, err, code
   end
   held[key] = {lock = lock, depth = 1}
-  return setmetatable({key = key}, Guard)
+  return setmetatable({key = key, held = held}, Guard)
 end
 
 -- Whether this Lua state holds the instance's lock (for specs).
 function M.holds(cfg, instance_id)
-  return held[(cfg.lock_dir or "") .. "/" .. tostring(instance_id)] ~= nil
+  return held_here()[(cfg.lock_dir or "") .. "/" .. tostring(instance_id)] ~= nil
 end
 
 local function wrap(name, fn, shared)
