@@ -14,7 +14,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 PACKAGES=(gcc make pkg-config curl ca-certificates lua5.4 liblua5.4-dev lua-cjson
   libcurl4-openssl-dev lua-busted lua-check docker.io busybox-static docker-registry
-  iproute2 valgrind cppcheck luarocks)
+  iproute2 valgrind cppcheck luarocks openssl util-linux)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
