@@ -125,6 +125,24 @@ describe("nothing left unseen", function()
       end)
     end
 
+    it("a container Docker restarted once is kept by a re-provision, not failed", function()
+      local id = new_id("robust_restarted")
+      local first = assert(p:provision(request(id)))
+      -- the sidecar ends by itself (its TERM trap exits 0): Docker restarts it
+      docker("exec " .. cname(id, "side") .. " kill 1")
+      local c
+      for _ = 1, 100 do
+        c = projects.inspect(cname(id, "side"))
+        if c.RestartCount >= 1 and c.State.Status == "running" then break end
+        helper.sleep(0.1)
+      end
+      assert.are.equal(1, c.RestartCount)
+      local res, err = p:provision(request(id))
+      assert(res, err)
+      assert.are.same(first.service_refs, res.service_refs)
+      assert.is_true(assert(p:status(id)).ready)
+    end)
+
     it("a hole is seen from another process too (the CLI)", function()
       local id = new_id("robust_cli")
       assert(p:provision(request(id, 2)))
