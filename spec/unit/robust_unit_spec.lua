@@ -59,19 +59,19 @@ describe("recover.groups", function()
   it("sorts a dead deploy's containers by service and replica, newest first", function()
     local g = recover.groups({
       c("cp-i-web", "web", 1, 10),
-      c("cp-i-web-next-a1", "web", 1, 20),
-      c("cp-i-web-retired-a1", "web", 1, 11),
-      c("cp-i-web-retired-b2", "web", 1, 30),
-      c("cp-i-web_2-next-a1", "web", 2, 20),
-      -- a service whose name starts like another's -next- name is its own group
+      c("cp-i-web_next_a1", "web", 1, 20),
+      c("cp-i-web_retired_a1", "web", 1, 11),
+      c("cp-i-web_retired_b2", "web", 1, 30),
+      c("cp-i-web_2_next_a1", "web", 2, 20),
+      -- a service whose name starts like another's temporary name is its own group
       c("cp-i-web-next", "web-next", 1, 5),
     }, "i")
     assert.are.equal("cp-i-web", g["cp-i-web"].canonical.Id)
-    assert.are.same({"cp-i-web-next-a1"}, {g["cp-i-web"].next[1].Id})
-    assert.are.equal("cp-i-web-retired-b2", g["cp-i-web"].retired[1].Id)
+    assert.are.same({"cp-i-web_next_a1"}, {g["cp-i-web"].next[1].Id})
+    assert.are.equal("cp-i-web_retired_b2", g["cp-i-web"].retired[1].Id)
     assert.are.equal(2, #g["cp-i-web"].retired)
     assert.is_nil(g["cp-i-web_2"].canonical)
-    assert.are.equal("cp-i-web_2-next-a1", g["cp-i-web_2"].next[1].Id)
+    assert.are.equal("cp-i-web_2_next_a1", g["cp-i-web_2"].next[1].Id)
     assert.are.equal("cp-i-web-next", g["cp-i-web-next"].canonical.Id)
     assert.are.equal(0, #g["cp-i-web-next"].next)
   end)

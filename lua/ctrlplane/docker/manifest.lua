@@ -4,9 +4,9 @@
 -- runtime removed itself (a scale-down, a service dropped by a re-provision).
 --
 -- Docker labels cannot change, so the manifest is a labelled volume that is
--- never mounted, one per generation: `cp-<id>.manifest-<generation>` ("."
--- never appears in an instance id or a service name, so it cannot clash with
--- a project volume). Writing creates the next generation, then removes the
+-- never mounted, one per generation: `cp-<id>-Manifest.<generation>`
+-- (project.manifest_name: no project volume's name starts with an
+-- uppercase letter, so it cannot clash with one). Writing creates the next generation, then removes the
 -- older ones; a reader takes the newest, so a process killed between the two
 -- leaves a correct manifest. Deprovision removes it with the project's other
 -- volumes (it carries the project label).
@@ -28,9 +28,7 @@ local manifest = {}
 manifest.LABEL = "ctrlplane.manifest"
 manifest.GENERATION = "ctrlplane.generation"
 
-function manifest.volume_name(id, generation)
-  return string.format("cp-%s.manifest-%d", id, generation)
-end
+manifest.volume_name = project.manifest_name
 
 -- The manifest volumes of a project, newest first.
 local function list(eng, id)

@@ -1,10 +1,11 @@
 -- Bringing an instance back to one generation per service after a deploy,
 -- rollback or re-provision that was killed part-way (kill -9, a crash, the
 -- machine gone). Such a run leaves containers of a service under temporary
--- names: `<name>-next-<stamp>` (start-first: the new one, not yet in place)
--- and `<name>-retired-<stamp>` (the old one, waiting to be removed). They
--- carry the project, service and replica labels like every member, so they
--- are found by label; the name says which kind each is.
+-- names (project.temp_name): `<name>_next_<stamp>` (start-first: the new
+-- one, not yet in place) and `<name>_retired_<stamp>` (the old one, waiting
+-- to be removed). They carry the project, instance, service and replica
+-- labels like every member, so they are found by label; the name says which
+-- kind each is.
 --
 --   recover.run(eng, instance_id, on_event) -> number of containers put
 --       back or removed | nil, message, code
@@ -12,11 +13,11 @@
 -- For each (service, replica):
 --   - the canonical container exists and was started at some point: it is
 --     the generation (put back under the service alias if it was draining);
---     every -next- and -retired- one is removed;
+--     every _next_ and _retired_ one is removed;
 --   - otherwise (no canonical container, or one created and never started):
---     the newest -retired- container (the generation that was serving) is
+--     the newest _retired_ container (the generation that was serving) is
 --     put back under the canonical name, on the project network under the
---     service alias, and started; without one, the newest -next- container
+--     service alias, and started; without one, the newest _next_ container
 --     is promoted the same way. Everything else of that replica is removed.
 -- Every operation that changes an instance (provision, deploy, rollback,
 -- scale) runs this first, under the instance's lock; deprovision removes
@@ -50,9 +51,9 @@ function recover.groups(list, instance_id)
       local name = (c.Names or {})[1] or ""
       if name == "/" .. cname then
         g.canonical = c
-      elseif starts_with(name, "/" .. cname .. "-next-") then
+      elseif starts_with(name, "/" .. project.temp_name(cname, "next", "")) then
         g.next[#g.next + 1] = c
-      elseif starts_with(name, "/" .. cname .. "-retired-") then
+      elseif starts_with(name, "/" .. project.temp_name(cname, "retired", "")) then
         g.retired[#g.retired + 1] = c
       end
     end

@@ -122,7 +122,7 @@ function replace.units(p, ctx, units, after_each)
       u.id = ids[u.key]
     elseif s.role == "init" or u.strategy ~= "start-first" then
       local was_running = old.State == "running"
-      local retire_name = string.format("%s-retired-%s", u.cname, stamp)
+      local retire_name = project.temp_name(u.cname, "retired", stamp)
       local done, rerr, rcode = eng:post("/containers/" .. seg(old.Id) .. "/rename", {name = retire_name})
       if not done then return restore("retiring service " .. u.key .. ": " .. rerr, rcode) end
       retired[#retired + 1] = {id = old.Id, name = u.cname, running = was_running, service = s.name}
@@ -147,11 +147,11 @@ function replace.units(p, ctx, units, after_each)
       end
     else
       local was_running = old.State == "running"
-      local retire_name = string.format("%s-retired-%s", u.cname, stamp)
+      local retire_name = project.temp_name(u.cname, "retired", stamp)
       -- start-first: the new container under a temporary name and without
       -- the service alias, so nobody is sent to it before it is ready
       local nu = {spec = s, replica = u.replica, key = u.key, no_alias = true,
-        cname = string.format("%s-next-%s", u.cname, stamp)}
+        cname = project.temp_name(u.cname, "next", stamp)}
       local ids, err, code = create_containers(ctx, {nu})
       if not ids then return restore(err, code) end
       local ok, info
