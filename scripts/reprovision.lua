@@ -94,7 +94,7 @@ local function decide(desired, existing)
       local why = "was " .. (e.docker_state or "stopped")
       if e.paused then
         why = "was paused"
-      elseif e.replicas ~= e.desired_replicas then
+      elseif e.replicas and e.desired_replicas and e.replicas ~= e.desired_replicas then
         why = string.format("had %d of %d replicas", e.replicas or 0, e.desired_replicas or 1)
       elseif e.connected == false then
         why = "was off the project network"
