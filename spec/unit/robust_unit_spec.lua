@@ -76,3 +76,32 @@ describe("recover.groups", function()
     assert.are.equal(0, #g["cp-i-web-next"].next)
   end)
 end)
+
+describe("re-provision policy over holes", function()
+  local reprovision = assert(policy.load({scripts_dir = "scripts"}, "reprovision", {"decide"}))
+  local desired = {{name = "web", role = "main", hash = "h", replicas = 2}}
+  local function decide(e)
+    local base = {role = "main", hash = "h", docker_state = "running", exit_code = 0,
+      running = false}
+    for k, v in pairs(e) do base[k] = v end
+    local out = assert(policy.call(reprovision, "decide", desired, {web = base}))
+    return out.web.action, out.web.reason
+  end
+  -- existing fields, action, reason
+  local rows = {
+    {{running = true, replicas = 2, desired_replicas = 2, connected = true}, "keep", "unchanged"},
+    {{paused = true, replicas = 2, desired_replicas = 2}, "start", "was paused"},
+    {{replicas = 1, desired_replicas = 2, connected = true}, "start", "had 1 of 2 replicas"},
+    {{replicas = 2, desired_replicas = 2, connected = false}, "start", "was off the project network"},
+    {{replicas = 2, desired_replicas = 2, connected = true}, "start", "a replica was not running"},
+    -- what the swarm backend gives (no replica facts): as before
+    {{docker_state = "exited", replicas = 2}, "start", "was exited"},
+  }
+  for _, row in ipairs(rows) do
+    it(row[3], function()
+      local action, reason = decide(row[1])
+      assert.are.equal(row[2], action)
+      assert.are.equal(row[3], reason)
+    end)
+  end
+end)
