@@ -9,6 +9,7 @@
 --
 --   recover.run(eng, instance_id, on_event) -> number of containers put
 --       back or removed | nil, message, code
+--   recover.pending(list, instance_id) -> whether a listing holds any
 --
 -- For each (service, replica):
 --   - the canonical container exists and was started at some point: it is
@@ -64,6 +65,14 @@ function recover.groups(list, instance_id)
     table.sort(g.retired, newest)
   end
   return groups
+end
+
+-- Whether a listing of the members holds a dead run's temporary container.
+function recover.pending(list, instance_id)
+  for _, g in pairs(recover.groups(list, instance_id)) do
+    if #g.next > 0 or #g.retired > 0 then return true end
+  end
+  return false
 end
 
 -- Puts a container on the project network under the service alias unless
