@@ -84,6 +84,65 @@ local function ensure_pinned(ctx, s)
     s.repo_digest and (" (" .. s.repo_digest .. " could not be pulled)") or ""), "image_missing"
 end
 
+-- The units a release replaces, in rollout order (plan: {ctx, waves,
+-- rollout, cur, changes, request = {strategy, release_id}}): returns units,
+-- new_specs (every service's spec after the release), changed (names),
+-- images (refs to pull), pinned (specs run by image ID), did (what each
+-- service goes through).
+local function plan_units(p, plan)
+  local cur, changes, ctx = plan.cur, plan.changes, plan.ctx
+  local units, images, new_specs, changed, pinned = {}, {}, {}, {}, {}
+  local did = json.object({})
+  for _, s in pairs(cur.specs) do new_specs[s.name] = s end
+  for _, wave in ipairs(plan.waves) do
+    for _, name in ipairs(wave) do
+      local d = changes[name]
+      if d then
+        local s = util.copy(cur.specs[name])
+        did[name] = "replaced: " .. why_deployed(s, d)
+        if d.image then
+          s.image = d.image
+          s.image_id, s.repo_digest = d.image_id, d.repo_digest -- a new ref runs what it names now
+        end
+        if d.env then s.env = d.env end
+        if d.health_check then s.health_check = d.health_check end
+        new_specs[name] = s
+        changed[#changed + 1] = name
+        if s.image_id then pinned[#pinned + 1] = s else images[#images + 1] = s.image end
+        local st, serr, scode = replace.strategy(p, plan.rollout, s, plan.request)
+        if not st then return nil, serr, scode end
+        for i, c in ipairs(cur.reps[name] or {cur.by[name]}) do
+          local u = replace.apply(replica_unit(ctx, s, c.replica or 1), st)
+          u.old = c
+          -- only the first replica is a canary; the others follow it start-first
+          if st.kind == "canary" and i > 1 then u.strategy = "start-first" end
+          units[#units + 1] = u
+        end
+      end
+    end
+  end
+  for name, u in pairs(cur.specs) do
+    if not did[name] and u.role ~= "init" then did[name] = "kept: not in the release" end
+  end
+  return units, new_specs, changed, images, pinned, did
+end
+
+-- The images the release runs on the host: pinned ones by ID (by their ref
+-- when the tag still names that image), the others pulled as needed.
+local function ensure_release_images(p, ctx, images, pinned)
+  for _, s in ipairs(pinned) do
+    local now = ctx.eng:get("/images/" .. image.image_ref(p.cfg, s.image) .. "/json")
+    if type(now) == "table" and now.Id == s.image_id then
+      -- the tag still names that image: run it by its ref, as before
+      s.image_id, s.repo_digest = nil, nil
+    else
+      local ok, err, code = ensure_pinned(ctx, s)
+      if not ok then return nil, err, code end
+    end
+  end
+  return ensure_images(ctx, images)
+end
+
 -- Deploys changes = {name -> {image, env, health_check, image_id, repo_digest}}
 -- in rollout order.
 -- cur: the instance's current_state, as the caller (holding the instance's
@@ -110,37 +169,10 @@ local function apply_release(p, instance_id, release_id, strategy_req, changes, 
     if not release_id then return nil, err, code end
   end
   local ctx = new_ctx(p, cur.inst, {on_event = opts.on_event, release = release_id})
-  local units, images, new_specs, changed, pinned = {}, {}, {}, {}, {}
-  local did = json.object({})
-  for _, s in pairs(cur.specs) do new_specs[s.name] = s end
-  for _, wave in ipairs(waves) do
-    for _, name in ipairs(wave) do
-      local d = changes[name]
-      if d then
-        local s = util.copy(cur.specs[name])
-        did[name] = "replaced: " .. why_deployed(s, d)
-        if d.image then
-          s.image = d.image
-          s.image_id, s.repo_digest = d.image_id, d.repo_digest -- a new ref runs what it names now
-        end
-        if d.env then s.env = d.env end
-        if d.health_check then s.health_check = d.health_check end
-        new_specs[name] = s
-        changed[#changed + 1] = name
-        if s.image_id then pinned[#pinned + 1] = s else images[#images + 1] = s.image end
-        local st, serr, scode = replace.strategy(p, pol.rollout, s,
-          {strategy = strategy_req, release_id = release_id})
-        if not st then return nil, serr, scode end
-        for i, c in ipairs(cur.reps[name] or {cur.by[name]}) do
-          local u = replace.apply(replica_unit(ctx, s, c.replica or 1), st)
-          u.old = c
-          -- only the first replica is a canary; the others follow it start-first
-          if st.kind == "canary" and i > 1 then u.strategy = "start-first" end
-          units[#units + 1] = u
-        end
-      end
-    end
-  end
+  local request = {strategy = strategy_req, release_id = release_id}
+  local units, new_specs, changed, images, pinned, did = plan_units(p, {ctx = ctx, waves = waves,
+    rollout = pol.rollout, cur = cur, changes = changes, request = request})
+  if not units then return nil, new_specs, changed end
   -- a scale sticks: new containers get the limits the old ones run with
   ctx.limits, err, code = live_limits(p.engine, cur, changed)
   if not ctx.limits then return nil, err, code end
@@ -150,17 +182,7 @@ local function apply_release(p, instance_id, release_id, strategy_req, changes, 
     if not m then return nil, merr, mcode end
   end
   local ok
-  for _, s in ipairs(pinned) do
-    local now = ctx.eng:get("/images/" .. image.image_ref(p.cfg, s.image) .. "/json")
-    if type(now) == "table" and now.Id == s.image_id then
-      -- the tag still names that image: run it by its ref, as before
-      s.image_id, s.repo_digest = nil, nil
-    else
-      ok, err, code = ensure_pinned(ctx, s)
-      if not ok then return nil, err, code end
-    end
-  end
-  ok, err, code = ensure_images(ctx, images)
+  ok, err, code = ensure_release_images(p, ctx, images, pinned)
   if not ok then return nil, err, code end
   -- the release records the image each service runs, by ID
   local targets = {}
@@ -175,15 +197,11 @@ local function apply_release(p, instance_id, release_id, strategy_req, changes, 
   local pins = release_history.pins(p.engine, targets)
   ctx.history = record_release(history, release_id, snapshot(new_specs, pins), keep)
 
-  local hooks = replace.hooks(p, pol.rollout, {strategy = strategy_req, release_id = release_id},
-    instance_id, #units)
+  local hooks = replace.hooks(p, pol.rollout, request, instance_id, #units)
   ok, err, code = replace.units(p, ctx, units, hooks)
   if not ok then return nil, err, code end
   replace.commit(ctx)
   local st = p:status(instance_id)
-  for name, u in pairs(cur.specs) do
-    if not did[name] and u.role ~= "init" then did[name] = "kept: not in the release" end
-  end
   return {provider_ref = project.provider_ref(instance_id),
     status = st and st.state or "running", release_id = release_id,
     metadata = {release_id = release_id, changes = did}}
