@@ -5,12 +5,19 @@
 --   desired:  list of {name, role, hash, spec} from the new request, in order
 --             (spec: the service as requested: image, env, ports, volumes,
 --             resources, health_check, command, args, ...).
---   existing: map name -> {role, hash, spec, docker_state, exit_code, running,
---             replicas} for every service found on the engine (spec: the
---             one its container was made from).
+--   desired also carries replicas (how many containers the request asks for).
+--   existing: map name -> {role, hash, spec, docker_state, exit_code (of
+--             replica 1), running, paused, connected, replicas,
+--             desired_replicas} for every service found on the engine (spec:
+--             the one its container was made from; running: as many replicas
+--             as requested, each running, not paused, on the project network
+--             under the service name; paused: some replica is; connected:
+--             every replica is on the network under its name).
 --   returns:  map name -> action or {action, reason}, where action is
 --     "keep"     leave the container as it is (same container id)
---     "start"    same spec but not running: start it again (same id)
+--     "start"    same spec but something is wrong: repair it in place (same
+--                ids): create missing replicas, remove extra ones, unpause,
+--                start stopped ones, put disconnected ones back on the network
 --     "replace"  replace it with one made from the new spec, the way a
 --                deploy does (scripts/rollout.lua strategy(): the new one
 --                ready before the old one goes, the old one put back on
@@ -84,7 +91,17 @@ local function decide(desired, existing)
     elseif e.running then
       actions[s.name] = {action = "keep", reason = "unchanged"}
     else
-      actions[s.name] = {action = "start", reason = "was " .. (e.docker_state or "stopped")}
+      local why = "was " .. (e.docker_state or "stopped")
+      if e.paused then
+        why = "was paused"
+      elseif e.replicas and e.desired_replicas and e.replicas ~= e.desired_replicas then
+        why = string.format("had %d of %d replicas", e.replicas or 0, e.desired_replicas or 1)
+      elseif e.connected == false then
+        why = "was off the project network"
+      elseif e.docker_state == "running" then
+        why = "a replica was not running"
+      end
+      actions[s.name] = {action = "start", reason = why}
     end
   end
   for name in pairs(existing) do

@@ -7,8 +7,12 @@
 --       health (nil|"starting"|"healthy"|"unhealthy"), has_health_check,
 --       health_output (the last health probe's output, if any),
 --       restart_policy ("no"|"unless-stopped"|"always"|"on-failure"),
---       replica, restarts, started_at, finished_at,
---       gating, running_for, grace}
+--       replica, replicas (how many the service should have), restarts,
+--       started_at, finished_at, gating, running_for, grace,
+--       connected, aliased (status only: on the project network, and
+--       reachable there under the service name)}
+--   docker_state is "missing" when the project's manifest asks for a
+--   container that is not there (removed behind the runtime's back).
 --   gating is true while the runtime waits for a new container to become
 --   ready (provision, deploy, rollback, scale, start, restart): then
 --   running_for is how long it has been running since it last started
@@ -60,11 +64,31 @@ local function gating(c)
   return {state = "running", ready = true, message = ""}
 end
 
+-- A hole: a container that should be there and is not, or one its
+-- siblings cannot reach by name. One replica of several down is degraded;
+-- the only one, failed.
+local function hole(c)
+  local some = (c.replicas or 1) > 1
+  if c.docker_state == "missing" then
+    return {state = some and "degraded" or "failed", ready = false,
+      message = "no container (removed outside the runtime?)"}
+  end
+  if (c.docker_state == "running" or c.docker_state == "paused")
+      and (c.connected == false or c.aliased == false) then
+    return {state = some and "degraded" or "failed", ready = false,
+      message = c.connected and "on the project network without its service alias"
+        or "not on the project network"}
+  end
+  return nil
+end
+
 local function service(c)
   if c.gating then
     local g = gating(c)
     if g then return g end
   end
+  local h = hole(c)
+  if h then return h end
   local st = c.docker_state
   if st == "running" then
     if c.health == "unhealthy" then

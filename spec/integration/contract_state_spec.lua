@@ -78,6 +78,27 @@ describe("contract state", function()
     assert.are.equal(1, assert(p:status(id)).services.web.replicas)
   end)
 
+  it("a re-provision repairing a hole repairs to the scaled count, with the scaled limits", function()
+    local id = session.new_id("stickhole")
+    assert(p:provision(projects.three(id))) -- web: 1 replica, cpu 250, memory 32
+    assert(p:scale(id, {cpu_millis = 750, memory_mb = 48, replicas = 3}))
+    local want = {750000000, 48 * 1048576}
+    local web, web3 = "cp-" .. id .. "-web", "cp-" .. id .. "-web_3"
+    local kept = projects.inspect(web).Id
+    sh_ok("docker rm -f " .. web3)
+    assert.are.equal("degraded", assert(p:status(id)).state)
+
+    -- the unchanged request: the hole is filled, the scale is not cut back to 1
+    local res = assert(p:provision(projects.three(id)))
+    assert.matches("^started: had 2 of 3 replicas", res.changes.web)
+    assert.are.equal(kept, projects.inspect(web).Id)
+    assert.are.same(want, limits(web3))
+    local st = assert(p:status(id))
+    assert.are.equal("running", st.state)
+    assert.is_true(st.ready)
+    assert.are.equal(3, st.services.web.replicas)
+  end)
+
   describe("kind stateful_set", function()
     local function stateful(id, kind)
       return {instance_id = id, kind = kind, services = {{

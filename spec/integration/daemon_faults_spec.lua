@@ -36,7 +36,7 @@ end
 local function inventory(id)
   local c = helper.client({host = HOST})
   local filter = json.encode({label = {"ctrlplane.project=cp-" .. id}})
-  local out = {containers = {}, networks = 0, volumes = 0}
+  local out = {containers = {}, networks = 0, volumes = 0, manifests = 0}
   local res = assert(c:request("GET", "/containers/json", {query = {all = true, filters = filter}}))
   for _, ct in ipairs(json.decode(res.body)) do
     local svc = ct.Labels["ctrlplane.service"]
@@ -45,7 +45,14 @@ local function inventory(id)
   res = assert(c:request("GET", "/networks", {query = {filters = filter}}))
   out.networks = #json.decode(res.body)
   res = assert(c:request("GET", "/volumes", {query = {filters = filter}}))
-  out.volumes = #(json.decode(res.body).Volumes or {})
+  for _, v in ipairs(json.decode(res.body).Volumes or {}) do
+    -- the project's manifest (manifest.lua) is counted apart from its data volumes
+    if v.Labels and v.Labels["ctrlplane.manifest"] then
+      out.manifests = out.manifests + 1
+    else
+      out.volumes = out.volumes + 1
+    end
+  end
   c:close()
   return out
 end
@@ -124,6 +131,7 @@ describe("daemon faults (private dockerd)", function()
     assert.are.same({setup = 1, web = 1, side = 1}, inv.containers)
     assert.are.equal(1, inv.networks)
     assert.are.equal(1, inv.volumes)
+    assert.are.equal(1, inv.manifests)
     local st = assert(p:status(id))
     assert.are.equal("running", st.state)
     assert.is_true(st.ready)
@@ -135,6 +143,7 @@ describe("daemon faults (private dockerd)", function()
     assert.are.same({}, inv.containers)
     assert.are.equal(0, inv.networks)
     assert.are.equal(0, inv.volumes)
+    assert.are.equal(0, inv.manifests)
   end
 
   it("dockerd killed during a provision: 'unreachable' within the timeout; outage reported; retry converges",

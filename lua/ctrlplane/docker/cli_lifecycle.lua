@@ -161,7 +161,7 @@ local function print_status(ctx, id, st)
     for _, n in ipairs(names) do
       local s = st.services[n]
       trows[#trows + 1] = {n, s.state, s.ready and "yes" or "no", s.replicas or 1, s.restarts,
-        s.provider_ref:sub(1, 12), s.message}
+        (s.provider_ref or "-"):sub(1, 12), s.message}
     end
     ctx:print("")
     ctx:table({"SERVICE", "STATE", "READY", "REPLICAS", "RESTARTS", "CONTAINER", "MESSAGE"}, trows)

@@ -51,8 +51,8 @@ end
 -- within each, the objects are: services (a-z 0-9 '-'), replicas
 -- "<service>_<n>" (a service has no '_'), deploy temporaries
 -- "<service>[_<n>]_next_<stamp>" / "_retired_<stamp>", volumes
--- (a-z 0-9 '_' '.' '-') and per-replica volumes "<volume>.R<n>", and the
--- one network "net".
+-- (a-z 0-9 '_' '.' '-'), per-replica volumes "<volume>.R<n>" and the
+-- manifest's "Manifest.<generation>", and the one network "net".
 local function escaped(id) return (id:gsub("%-", "--")) end
 
 -- Label value ctrlplane.project (a label, not a name: compared whole).
@@ -65,6 +65,13 @@ function project.volume_name(id, volume, replica)
   local base = "cp-" .. escaped(id) .. "-" .. volume
   if replica then return base .. ".R" .. replica end
   return base
+end
+
+-- The project's manifest (manifest.lua), one volume per generation:
+-- "Manifest.<generation>" starts with an uppercase letter, which no volume
+-- name (lowercase) has, so it is never a project volume's name.
+function project.manifest_name(id, generation)
+  return string.format("cp-%s-Manifest.%d", escaped(id), generation)
 end
 
 -- Replica 1 (or nil) is the plain name; further replicas get "_N" (a

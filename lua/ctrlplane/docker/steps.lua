@@ -260,6 +260,11 @@ local function wait_ready(ctx, ids, specs, opts)
     if events then events:close() end
     return ...
   end
+  -- restarts count from this wait: a container this call created must not
+  -- have restarted at all; one that was there already (kept or repaired by
+  -- a re-provision) only must not restart while we wait
+  local fresh, base = {}, {}
+  for _, id in ipairs(ctx.created or {}) do fresh[id] = true end
   while true do
     local info, err, code = inspect_all(ctx, ids)
     if not info then return finish(nil, err, code) end
@@ -275,6 +280,10 @@ local function wait_ready(ctx, ids, specs, opts)
         seen[key] = s
       end
       local input = members.service_input(specs[key].name or key, specs[key], c)
+      if not fresh[c.Id] then
+        base[key] = base[key] or input.restarts
+        input.restarts = input.restarts - base[key]
+      end
       input.gating = true
       input.grace = grace
       input.running_for = (st.Status == "running" and s) and (now - s.since) or 0
@@ -313,6 +322,19 @@ local function wait_ready(ctx, ids, specs, opts)
     elseif not core.sleep(math.min(0.1, left)) then
       return fail("interrupted", "interrupted")
     end
+  end
+end
+
+-- A test hook: with CP_DOCKER_TEST_PAUSE=<point> in the environment, the
+-- process says so on stderr and sleeps at that named point of a deploy or
+-- re-provision, so a spec can kill it there (spec/integration/robust_spec.lua).
+-- Points: next-started, old-draining, old-retired, old-stopped, new-started,
+-- unit-done.
+local function test_pause(point)
+  if os.getenv("CP_DOCKER_TEST_PAUSE") == point then
+    io.stderr:write("cpdocker: test pause at " .. point .. " (CP_DOCKER_TEST_PAUSE)\n")
+    io.stderr:flush()
+    core.sleep(300)
   end
 end
 
@@ -359,6 +381,7 @@ return {
   run_init = run_init,
   inspect_all = inspect_all,
   wait_ready = wait_ready,
+  test_pause = test_pause,
   remove_containers = remove_containers,
   undo = undo,
 }

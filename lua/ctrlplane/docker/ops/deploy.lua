@@ -1,36 +1,31 @@
 -- deploy and rollback: replacing containers by the rollout strategy,
 -- atomic across the listed services, with the release history recorded.
-local core = require("ctrlplane.docker.core")
 local engine = require("ctrlplane.docker.engine")
 local gate = require("ctrlplane.docker.gate")
 local image = require("ctrlplane.docker.image")
 local json = require("ctrlplane.docker.json")
 local members = require("ctrlplane.docker.members")
 local project = require("ctrlplane.docker.project")
+local recover = require("ctrlplane.docker.recover")
 local release_history = require("ctrlplane.docker.release_history")
+local replace = require("ctrlplane.docker.replace")
 local specbuild = require("ctrlplane.docker.specbuild")
 local steps = require("ctrlplane.docker.steps")
 local util = require("ctrlplane.docker.util")
 local validate = require("ctrlplane.docker.validate")
 
 local seg = engine.segment
-local create_containers = steps.create_containers
 local current_state = members.current_state
-local emit = steps.emit
 local ensure_images = image.ensure_images
 local history_of = release_history.history_of
 local new_ctx = steps.new_ctx
 local record_release = release_history.record_release
-local remove_containers = steps.remove_containers
 local replica_unit = steps.replica_unit
-local run_init = steps.run_init
 local snapshot = release_history.snapshot
-local start_containers = steps.start_containers
-local wait_ready = steps.wait_ready
 
 local P = {}
 
--- ---- replacing containers (deploy, rollback) ------------------------------------------
+-- (replacing the containers themselves: replace.lua)
 
 -- Why a deploy replaces a service: what the release changes in its spec.
 local function why_deployed(old, d)
@@ -52,228 +47,6 @@ local function why_deployed(old, d)
   end
   if #why == 0 then return "redeployed (same spec)" end
   return table.concat(why, ", ")
-end
-
-
--- Replaces each unit's old container with one made from unit.spec, by the
--- unit's strategy (scripts/rollout.lua documents each):
---   recreate     the old container is renamed and stopped, then the new one
---                starts under the canonical name;
---   start-first  the new one starts beside the old one (no alias), and only
---                once it is ready does it take the alias and the old one
---                leave it, drain and stop;
---   blue-green   every blue-green unit's new container is started and ready
---                (no alias) before any unit is switched; then each switches
---                as in start-first, in rollout order;
---   canary       the new one joins the alias beside the old one for the
---                policy's window, is sampled, judged by the policy, then
---                promoted (the old one leaves) or removed.
--- Old containers are kept until every unit is done: a failure removes the
--- new containers and puts every old one back as it was.
-local function replace_units(p, ctx, units, hooks)
-  local eng = p.engine
-  local net = project.network_name(ctx.inst.instance_id)
-  local t = math.ceil(p.cfg.stop_timeout)
-  local retired = {}
-  local stamp = string.format("%x", math.floor(core.walltime() * 1000))
-  local function restore(e, c)
-    remove_containers(eng, ctx.created)
-    for i = #retired, 1, -1 do
-      local old = retired[i]
-      eng:post("/containers/" .. seg(old.id) .. "/rename", {name = old.name})
-      if old.disconnected then
-        eng:post("/networks/" .. seg(net) .. "/disconnect", nil, {Container = old.id, Force = true})
-        eng:post("/networks/" .. seg(net) .. "/connect", nil,
-          {Container = old.id, EndpointConfig = {Aliases = {old.service}}})
-      end
-      if old.running then eng:post("/containers/" .. seg(old.id) .. "/start") end
-    end
-    return nil, e .. (#retired > 0 and " (previous containers restored)"
-      or " (the previous containers kept running)"), c
-  end
-
-  -- the new container under a temporary name and without the service
-  -- alias, so nobody is sent to it before it is ready
-  local function stage(u)
-    local nu = {spec = u.spec, replica = u.replica, key = u.key, no_alias = true,
-      limits = u.limits, cname = project.temp_name(u.cname, "next", stamp)}
-    local ids, err, code = create_containers(ctx, {nu})
-    if not ids then return nil, err, code end
-    u.new_id = ids[u.key]
-    return start_containers(ctx, {u.key}, ids)
-  end
-
-  -- waits until the staged units are ready (readiness by the status
-  -- policy, with each unit's grace and ready timeout)
-  local function await(us)
-    if #us == 0 then return true end
-    local ids, specs, grace, timeout = {}, {}, 0, 0
-    for _, u in ipairs(us) do
-      ids[u.key], specs[u.key] = u.new_id, u.spec
-      grace = math.max(grace, u.grace or 0)
-      timeout = math.max(timeout, u.ready_timeout or p.cfg.ready_timeout)
-    end
-    local info, err, code = wait_ready(ctx, ids, specs, {grace = grace, timeout = timeout})
-    if not info then
-      local names = {}
-      for _, u in ipairs(us) do names[#names + 1] = u.spec.name end
-      return nil, "deploy of service " .. table.concat(names, ", ") .. " failed: " .. err, code
-    end
-    for _, u in ipairs(us) do u.info = info[u.key] end
-    return true
-  end
-
-  -- the ready new container into the name's rotation, at the address it has
-  local function join(u)
-    local nc = u.info
-    local new_ip = nc and nc.NetworkSettings and nc.NetworkSettings.Networks
-      and nc.NetworkSettings.Networks[net] and nc.NetworkSettings.Networks[net].IPAddress
-    local endpoint = {Aliases = {u.spec.name}}
-    if new_ip and new_ip ~= "" then endpoint.IPAMConfig = {IPv4Address = new_ip} end
-    local moved, merr, mcode = eng:post("/networks/" .. seg(net) .. "/disconnect", nil,
-      {Container = u.new_id, Force = true})
-    if moved then
-      moved, merr, mcode = eng:post("/networks/" .. seg(net) .. "/connect", nil,
-        {Container = u.new_id, EndpointConfig = endpoint})
-      if not moved and endpoint.IPAMConfig then -- a network without an explicit subnet
-        endpoint.IPAMConfig = nil
-        moved, merr, mcode = eng:post("/networks/" .. seg(net) .. "/connect", nil,
-          {Container = u.new_id, EndpointConfig = endpoint})
-      end
-    end
-    if not moved then return nil, "adding service " .. u.key .. " to its network: " .. merr, mcode end
-    return true
-  end
-
-  -- take the old one out of the name's rotation: off the network, then
-  -- back on at the same address without the alias, so a client that
-  -- resolved the name a moment ago still reaches it while it drains; then
-  -- it stops and the new one takes the canonical name
-  local function leave(u)
-    local old = u.old
-    local old_ip = old.NetworkSettings and old.NetworkSettings.Networks
-      and old.NetworkSettings.Networks[net] and old.NetworkSettings.Networks[net].IPAddress
-    local done, rerr, rcode = eng:post("/networks/" .. seg(net) .. "/disconnect", nil,
-      {Container = old.Id, Force = true})
-    if not done then return nil, "retiring service " .. u.key .. ": " .. rerr, rcode end
-    retired[#retired + 1] = {id = old.Id, name = u.cname, running = old.State == "running",
-      service = u.spec.name, disconnected = true}
-    if old_ip and old_ip ~= "" then
-      -- needs the network's explicit subnet; without it the old address is simply gone
-      eng:post("/networks/" .. seg(net) .. "/connect", nil,
-        {Container = old.Id, EndpointConfig = {IPAMConfig = {IPv4Address = old_ip}}})
-    end
-    if u.drain and u.drain > 0 then core.sleep(u.drain) end
-    done, rerr, rcode = eng:post("/containers/" .. seg(old.Id) .. "/rename",
-      {name = project.temp_name(u.cname, "retired", stamp)})
-    if not done then return nil, "retiring service " .. u.key .. ": " .. rerr, rcode end
-    done, rerr, rcode = eng:post("/containers/" .. seg(old.Id) .. "/stop", {t = t})
-    if not done then return nil, "stopping service " .. u.key .. ": " .. rerr, rcode end
-    emit(ctx, {type = "service", service = u.key, action = "stopped", container = old.Id})
-    done, rerr, rcode = eng:post("/containers/" .. seg(u.new_id) .. "/rename", {name = u.cname})
-    if not done then return nil, "renaming service " .. u.key .. ": " .. rerr, rcode end
-    return true
-  end
-
-  local function recreate(u)
-    local old, s = u.old, u.spec
-    local done, rerr, rcode = eng:post("/containers/" .. seg(old.Id) .. "/rename",
-      {name = project.temp_name(u.cname, "retired", stamp)})
-    if not done then return nil, "retiring service " .. u.key .. ": " .. rerr, rcode end
-    retired[#retired + 1] = {id = old.Id, name = u.cname, running = old.State == "running",
-      service = s.name}
-    done, rerr, rcode = eng:post("/containers/" .. seg(old.Id) .. "/stop", {t = t})
-    if not done then return nil, "stopping service " .. u.key .. ": " .. rerr, rcode end
-    emit(ctx, {type = "service", service = u.key, action = "stopped", container = old.Id})
-    if s.role == "init" then return run_init(ctx, s) end
-    local ids, err, code = create_containers(ctx, {u})
-    if not ids then return nil, err, code end
-    local ok
-    ok, err, code = start_containers(ctx, {u.key}, ids)
-    if not ok then return nil, err, code end
-    ok, err, code = wait_ready(ctx, ids, {[u.key] = s}, {grace = u.grace, timeout = u.ready_timeout})
-    if not ok then return nil, "deploy of service " .. s.name .. " failed: " .. err, code end
-    return true
-  end
-
-  -- the canary takes real traffic beside the old container for the window,
-  -- sampled every interval; the policy judges what was seen
-  local function canary(u)
-    local ok, err, code = stage(u)
-    if ok then ok, err, code = await({u}) end
-    if ok then ok, err, code = join(u) end
-    if not ok then return nil, err, code end
-    emit(ctx, {type = "service", service = u.key, action = "canary", container = u.new_id})
-    local win, werr, wcode = hooks.canary_window(u)
-    if not win then return nil, werr, wcode end
-    local obs = {service = u.spec.name, replica = u.replica, release_id = ctx.release,
-      window = win.window, samples = 0, not_ready = 0, ready = true, restarts = 0,
-      status = function() return p:status(ctx.inst.instance_id) end}
-    local first_restarts = u.info and u.info.RestartCount or 0
-    local deadline = core.clock() + win.window
-    repeat
-      if not core.sleep(math.max(0.05, math.min(win.interval, deadline - core.clock()))) then
-        return nil, "interrupted", "interrupted"
-      end
-      local c, ierr, icode = eng:get("/containers/" .. seg(u.new_id) .. "/json")
-      if not c then return nil, "observing the canary of " .. u.key .. ": " .. ierr, icode end
-      local st = c.State or {}
-      obs.samples = obs.samples + 1
-      obs.state = st.Status
-      obs.health = st.Health and st.Health.Status or nil
-      obs.restarts = math.max(obs.restarts, (c.RestartCount or 0) - first_restarts)
-      local ready = st.Status == "running" and (not u.spec.health_check or obs.health == "healthy")
-      if not ready then
-        obs.ready = false
-        obs.not_ready = obs.not_ready + 1
-      end
-    until core.clock() >= deadline
-    local go, why, jcode = hooks.judge(obs)
-    if go == nil then return nil, why, jcode end
-    if not go then
-      return nil, string.format("canary of service %s was not promoted: %s", u.spec.name,
-        tostring(why or "the policy gave no reason")), "canary_failed"
-    end
-    emit(ctx, {type = "service", service = u.key, action = "promoted", container = u.new_id})
-    return leave(u)
-  end
-
-  -- blue-green: every new container up and ready before anyone switches
-  local green = {}
-  for _, u in ipairs(units) do
-    if u.strategy == "blue-green" then
-      local ok, err, code = stage(u)
-      if not ok then return restore(err, code) end
-      green[#green + 1] = u
-    end
-  end
-  local ok, err, code = await(green)
-  if not ok then return restore(err, code) end
-
-  for step, u in ipairs(units) do
-    if u.strategy == "recreate" or u.spec.role == "init" then
-      ok, err, code = recreate(u)
-    elseif u.strategy == "blue-green" then
-      ok, err, code = join(u)
-      if ok then ok, err, code = leave(u) end
-    elseif u.strategy == "canary" then
-      ok, err, code = canary(u)
-    else -- start-first
-      ok, err, code = stage(u)
-      if ok then ok, err, code = await({u}) end
-      if ok then ok, err, code = join(u) end
-      if ok then ok, err, code = leave(u) end
-    end
-    if not ok then return restore(err, code) end
-    if hooks.after_each then
-      local go, why, wcode = hooks.after_each(step, u)
-      if not go then return restore(why, wcode) end
-    end
-  end
-  local old_ids = {}
-  for i, old in ipairs(retired) do old_ids[i] = old.id end
-  remove_containers(eng, old_ids)
-  return true
 end
 
 
@@ -312,6 +85,70 @@ local function ensure_pinned(ctx, s)
     s.repo_digest and (" (" .. s.repo_digest .. " could not be pulled)") or ""), "image_missing"
 end
 
+-- The units a release replaces, in rollout order (plan: {ctx, waves,
+-- rollout, cur, changes, request = {strategy, release_id}}): returns units,
+-- new_specs (every service's spec after the release), changed (names),
+-- images (refs to pull), pinned (specs run by image ID), did (what each
+-- service goes through).
+local function plan_units(p, plan)
+  local cur, changes, ctx = plan.cur, plan.changes, plan.ctx
+  local units, images, new_specs, changed, pinned = {}, {}, {}, {}, {}
+  local did = json.object({})
+  for _, s in pairs(cur.specs) do new_specs[s.name] = s end
+  for _, wave in ipairs(plan.waves) do
+    for _, name in ipairs(wave) do
+      local d = changes[name]
+      if d then
+        local s = util.copy(cur.specs[name])
+        did[name] = "replaced: " .. why_deployed(s, d)
+        if d.image then
+          s.image = d.image
+          s.image_id, s.repo_digest = d.image_id, d.repo_digest -- a new ref runs what it names now
+        end
+        if d.env then s.env = d.env end
+        if d.health_check then s.health_check = d.health_check end
+        new_specs[name] = s
+        changed[#changed + 1] = name
+        if s.image_id then pinned[#pinned + 1] = s else images[#images + 1] = s.image end
+        local st, serr, scode = replace.strategy(p, plan.rollout, s, plan.request)
+        if not st then return nil, serr, scode end
+        -- CP_DOCKER_KEEP_HOST_PORTS: the new container takes the old one's
+        -- host ports, so it cannot start beside it (recreate)
+        local keep_ports = specbuild.keeps_host_ports(p.cfg, s)
+        if keep_ports then st.kind = "recreate" end
+        for i, c in ipairs(cur.reps[name] or {cur.by[name]}) do
+          local u = replace.apply(replica_unit(ctx, s, c.replica or 1), st)
+          u.old = c
+          -- only the first replica is a canary; the others follow it start-first
+          if st.kind == "canary" and i > 1 then u.strategy = "start-first" end
+          if keep_ports then u.host_ports = specbuild.bound_ports(c) end
+          units[#units + 1] = u
+        end
+      end
+    end
+  end
+  for name, u in pairs(cur.specs) do
+    if not did[name] and u.role ~= "init" then did[name] = "kept: not in the release" end
+  end
+  return units, new_specs, changed, images, pinned, did
+end
+
+-- The images the release runs on the host: pinned ones by ID (by their ref
+-- when the tag still names that image), the others pulled as needed.
+local function ensure_release_images(p, ctx, images, pinned)
+  for _, s in ipairs(pinned) do
+    local now = ctx.eng:get("/images/" .. image.image_ref(p.cfg, s.image) .. "/json")
+    if type(now) == "table" and now.Id == s.image_id then
+      -- the tag still names that image: run it by its ref, as before
+      s.image_id, s.repo_digest = nil, nil
+    else
+      local ok, err, code = ensure_pinned(ctx, s)
+      if not ok then return nil, err, code end
+    end
+  end
+  return ensure_images(ctx, images)
+end
+
 -- Deploys changes = {name -> {image, env, health_check, image_id, repo_digest}}
 -- in rollout order.
 -- cur: the instance's current_state, as the caller (holding the instance's
@@ -338,50 +175,10 @@ local function apply_release(p, instance_id, release_id, strategy_req, changes, 
     if not release_id then return nil, err, code end
   end
   local ctx = new_ctx(p, cur.inst, {on_event = opts.on_event, release = release_id})
-  local units, images, new_specs, changed, pinned = {}, {}, {}, {}, {}
-  local did = json.object({})
-  for _, s in pairs(cur.specs) do new_specs[s.name] = s end
-  for _, wave in ipairs(waves) do
-    for _, name in ipairs(wave) do
-      local d = changes[name]
-      if d then
-        local s = util.copy(cur.specs[name])
-        did[name] = "replaced: " .. why_deployed(s, d)
-        if d.image then
-          s.image = d.image
-          s.image_id, s.repo_digest = d.image_id, d.repo_digest -- a new ref runs what it names now
-        end
-        if d.env then s.env = d.env end
-        if d.health_check then s.health_check = d.health_check end
-        new_specs[name] = s
-        changed[#changed + 1] = name
-        if s.image_id then pinned[#pinned + 1] = s else images[#images + 1] = s.image end
-        local st, serr, scode = gate.strategy(pol.rollout, {name = name, role = s.role,
-          ports = s.ports, health_check = s.health_check},
-          {strategy = strategy_req, release_id = release_id},
-          {grace = p.cfg.start_grace, drain = p.cfg.drain, ready_timeout = p.cfg.ready_timeout})
-        if not st then return nil, serr, scode end
-        if st.kind ~= "recreate" then
-          for _, port in ipairs(s.ports or {}) do
-            if port.host then st.kind = "recreate" end -- a fixed host port cannot be shared
-          end
-        end
-        -- CP_DOCKER_KEEP_HOST_PORTS: the new container takes the old one's
-        -- host ports, so it cannot start beside it (recreate)
-        local keep_ports = specbuild.keeps_host_ports(p.cfg, s)
-        if keep_ports then st.kind = "recreate" end
-        for i, c in ipairs(cur.reps[name] or {cur.by[name]}) do
-          local u = replica_unit(ctx, s, c.replica or 1)
-          u.old, u.strategy = c, st.kind
-          -- only the first replica is a canary; the others follow it start-first
-          if st.kind == "canary" and i > 1 then u.strategy = "start-first" end
-          u.grace, u.drain, u.ready_timeout = st.grace, st.drain, st.ready_timeout
-          if keep_ports then u.host_ports = specbuild.bound_ports(c) end
-          units[#units + 1] = u
-        end
-      end
-    end
-  end
+  local request = {strategy = strategy_req, release_id = release_id}
+  local units, new_specs, changed, images, pinned, did = plan_units(p, {ctx = ctx, waves = waves,
+    rollout = pol.rollout, cur = cur, changes = changes, request = request})
+  if not units then return nil, new_specs, changed end
   -- a scale sticks: new containers get the limits the old ones run with
   ctx.limits, err, code = live_limits(p.engine, cur, changed)
   if not ctx.limits then return nil, err, code end
@@ -391,17 +188,7 @@ local function apply_release(p, instance_id, release_id, strategy_req, changes, 
     if not m then return nil, merr, mcode end
   end
   local ok
-  for _, s in ipairs(pinned) do
-    local now = ctx.eng:get("/images/" .. image.image_ref(p.cfg, s.image) .. "/json")
-    if type(now) == "table" and now.Id == s.image_id then
-      -- the tag still names that image: run it by its ref, as before
-      s.image_id, s.repo_digest = nil, nil
-    else
-      ok, err, code = ensure_pinned(ctx, s)
-      if not ok then return nil, err, code end
-    end
-  end
-  ok, err, code = ensure_images(ctx, images)
+  ok, err, code = ensure_release_images(p, ctx, images, pinned)
   if not ok then return nil, err, code end
   -- the release records the image each service runs, by ID
   local targets = {}
@@ -416,32 +203,11 @@ local function apply_release(p, instance_id, release_id, strategy_req, changes, 
   local pins = release_history.pins(p.engine, targets)
   ctx.history = record_release(history, release_id, snapshot(new_specs, pins), keep)
 
-  local hooks = {}
-  local rollout = pol.rollout
-  function hooks.canary_window(u)
-    return gate.canary(rollout, {name = u.spec.name, role = u.spec.role, replica = u.replica},
-      {strategy = strategy_req, release_id = release_id})
-  end
-  function hooks.judge(obs)
-    return gate.judge_canary(rollout, obs)
-  end
-  if rollout.fns.after_service then
-    local total = #units
-    hooks.after_each = function(step, u)
-      return gate.after_service(rollout, {
-        service = u.spec.name, replica = u.replica, index = step, total = total,
-        release_id = release_id,
-        status = function() return p:status(instance_id) end,
-        sleep = function(seconds) core.sleep(math.min(seconds, 600)) end,
-      })
-    end
-  end
-  ok, err, code = replace_units(p, ctx, units, hooks)
+  local hooks = replace.hooks(p, pol.rollout, request, instance_id, #units)
+  ok, err, code = replace.units(p, ctx, units, hooks)
   if not ok then return nil, err, code end
+  replace.commit(ctx)
   local st = p:status(instance_id)
-  for name, u in pairs(cur.specs) do
-    if not did[name] and u.role ~= "init" then did[name] = "kept: not in the release" end
-  end
   return {provider_ref = project.provider_ref(instance_id),
     status = st and st.state or "running", release_id = release_id,
     metadata = {release_id = release_id, changes = did}}
@@ -454,10 +220,32 @@ function P:deploy(req, opts)
   if type(req) ~= "table" then return nil, "invalid request: request: expected an object", "invalid" end
   local okid, iderr = project.validate_id(req.instance_id)
   if not okid then return nil, "invalid request: " .. iderr, "invalid" end
+  -- one listing: the current state, and the services the instance has,
+  -- counting those a deploy killed part-way left only under a temporary name
   local cur, err, code = current_state(self, req.instance_id)
-  if not cur then return nil, err, code end
-  local r, verr, vcode, verrors = validate.deploy(req, cur.by)
+  if not cur and code ~= "not_found" then return nil, err, code end
+  local list = cur and cur.list
+  if not list then
+    list, err, code = project.members(self.engine, req.instance_id)
+    if not list then return nil, err, code end
+  end
+  local known = {}
+  for _, c in ipairs(list) do
+    local svc = project.service_of(c)
+    if svc then known[svc] = true end
+  end
+  if not next(known) then
+    return nil, "instance " .. req.instance_id .. " does not exist", "not_found"
+  end
+  local r, verr, vcode, verrors = validate.deploy(req, known)
   if not r then return nil, verr, vcode, verrors end
+  -- valid: such a dead deploy is brought back to one generation per service
+  -- first (and the state listed again)
+  if not cur or recover.pending(list, req.instance_id) then
+    local fixed, ferr, fcode = recover.run(self.engine, req.instance_id, opts.on_event)
+    if not fixed then return nil, ferr, fcode end
+    cur = nil
+  end
   local changes = {}
   for _, d in ipairs(r.services) do changes[d.name] = d end
   return apply_release(self, req.instance_id, r.release_id, r.strategy,
@@ -472,6 +260,8 @@ function P:rollback(instance_id, release_id, opts)
   if type(release_id) ~= "string" or release_id == "" then
     return nil, "release_id: expected a release id", "invalid"
   end
+  local fixed, ferr, fcode = recover.run(self.engine, instance_id, opts.on_event)
+  if not fixed then return nil, ferr, fcode end
   local cur, err, code = current_state(self, instance_id)
   if not cur then return nil, err, code end
   local history, target = history_of(cur.list), nil

@@ -2,9 +2,11 @@
 -- its number of replicas.
 local engine = require("ctrlplane.docker.engine")
 local gate = require("ctrlplane.docker.gate")
+local manifest = require("ctrlplane.docker.manifest")
 local members = require("ctrlplane.docker.members")
 local network = require("ctrlplane.docker.network")
 local project = require("ctrlplane.docker.project")
+local recover = require("ctrlplane.docker.recover")
 local steps = require("ctrlplane.docker.steps")
 local validate = require("ctrlplane.docker.validate")
 
@@ -20,6 +22,22 @@ local wait_ready = steps.wait_ready
 
 local P = {}
 
+-- The manifest (manifest.lua): want replicas of the scaled service from now
+-- on, so that status tells a scale-down from a replica removed behind the
+-- runtime's back.
+local function record(p, cur, main, want)
+  local wanted, err, code = manifest.read(p.engine, cur.inst.instance_id)
+  if wanted == nil then return nil, err, code end
+  local services = wanted and wanted.services or {}
+  if not wanted then
+    for name, l in pairs(cur.reps) do
+      services[name] = {role = cur.specs[name] and cur.specs[name].role or "main", replicas = #l}
+    end
+  end
+  services[main.name] = {role = main.role or "main", replicas = want}
+  return manifest.write(p.engine, cur.inst, services)
+end
+
 -- scale: live CPU/memory limits on the main service (same containers) and
 -- its number of replicas.
 function P:scale(instance_id, spec, opts)
@@ -30,6 +48,9 @@ function P:scale(instance_id, spec, opts)
   if not rs then return nil, serr, scode, serrors end
   rs, serr, scode, serrors = steps.check_host(self.engine, rs)
   if not rs then return nil, serr, scode, serrors end
+  -- a deploy killed part-way: one generation per service first
+  local fixed, ferr, fcode = recover.run(self.engine, instance_id, opts.on_event)
+  if not fixed then return nil, ferr, fcode end
   local cur, err, code = current_state(self, instance_id)
   if not cur then return nil, err, code end
   local pol, perr, pcode = gate.load(self, {"scale"})
@@ -68,7 +89,8 @@ function P:scale(instance_id, spec, opts)
   end
 
   local want = rs.replicas
-  if not want or want == #reps then return true end
+  if not want then return true end
+  if want == #reps then return record(self, cur, main, want) end
   if want > #reps then
     for _, port in ipairs(main.ports or {}) do
       if port.host then
@@ -114,13 +136,15 @@ function P:scale(instance_id, spec, opts)
       remove_containers(eng, ctx.created)
       return nil, "scaling " .. main.name .. " up: " .. err, code
     end
-    return true
+    return record(self, cur, main, want)
   end
   -- down: the scale policy picks the replicas that go
   local doomed
   doomed, err, code = gate.retire(pol.scale, reps, want)
   if not doomed then return nil, err, code end
-  return remove_containers(eng, doomed)
+  ok, err, code = remove_containers(eng, doomed)
+  if not ok then return nil, err, code end
+  return record(self, cur, main, want)
 end
 
 return P

@@ -2,6 +2,7 @@
 -- project through aggregate().
 local gate = require("ctrlplane.docker.gate")
 local json = require("ctrlplane.docker.json")
+local manifest = require("ctrlplane.docker.manifest")
 local members = require("ctrlplane.docker.members")
 local project = require("ctrlplane.docker.project")
 local release_history = require("ctrlplane.docker.release_history")
@@ -28,49 +29,100 @@ function P:status(instance_id)
   local result = {state = "destroyed", ready = false, restarts = 0, message = "",
     endpoints = json.array({}), services = json.object({}),
     metadata = {project = project.name(instance_id)}}
-  if not next(by) then
+  -- what should be there: the manifest (or, for an instance made before
+  -- manifests, what is there)
+  local wanted, merr, mcode = manifest.read(self.engine, instance_id)
+  if wanted == nil then return nil, merr, mcode end
+  if not next(by) and not wanted then
     result.message = "no containers"
     return result
   end
-  local ids, counts = {}, {}
+  local desired = {}
+  for name, l in pairs(reps) do desired[name] = {replicas = #l} end
+  for name, w in pairs(wanted and wanted.services or {}) do
+    local d = desired[name] or {replicas = 0}
+    d.role = w.role
+    d.replicas = math.max(d.replicas, math.tointeger(w.replicas) or 1)
+    desired[name] = d
+  end
+  local ids, counts, spans = {}, {}, {}
   for name, l in pairs(reps) do
     counts[name] = #l
     for _, c in ipairs(l) do
       ids[project.replica_key(name, c.replica)] = c.Id
+      spans[name] = math.max(spans[name] or 0, c.replica)
     end
   end
   local ctx = {eng = self.engine}
   local info, err, code = inspect_all(ctx, ids)
   if not info then return nil, err, code end
+  local net = project.network_name(instance_id)
   local agg_in, specs = {}, {}
   local severity = gate.severity(pol.status)
-  for _, name in ipairs(util.sorted_keys(reps)) do
-    local spec = spec_of(by[name])
-    spec.name = name
-    specs[#specs + 1] = spec
+  for _, name in ipairs(util.sorted_keys(desired)) do
+    local spec
+    if by[name] then
+      spec = spec_of(by[name])
+      spec.name = name
+      specs[#specs + 1] = spec
+    else
+      spec = {name = name, role = desired[name].role or "main"}
+    end
+    local want = desired[name].replicas
+    -- the replicas there, then the missing ones (at the lowest free numbers)
+    local rows, used = {}, {}
+    for _, rc in ipairs(reps[name] or {}) do
+      rows[#rows + 1] = {replica = rc.replica, c = info[project.replica_key(name, rc.replica)]}
+      used[rc.replica] = true
+    end
+    local free = 0
+    for _ = #rows + 1, want do
+      repeat free = free + 1 until not used[free]
+      rows[#rows + 1] = {replica = free}
+    end
     local entry
     local reps_in = {}
-    for _, rc in ipairs(reps[name]) do
-      local c = info[project.replica_key(name, rc.replica)]
-      local st = c.State or {}
-      local s, serr, scode = gate.service(pol.status, members.service_input(name, spec, c))
+    for _, row in ipairs(rows) do
+      local c = row.c
+      local input
+      if c then
+        input = members.service_input(name, spec, c)
+        local ep = c.NetworkSettings and c.NetworkSettings.Networks
+          and c.NetworkSettings.Networks[net]
+        input.connected, input.aliased = ep ~= nil, false
+        for _, a in ipairs(ep and ep.Aliases or {}) do
+          if a == name then input.aliased = true end
+        end
+      else
+        input = {name = name, role = spec.role, docker_state = "missing", exit_code = 0,
+          oom_killed = false, error = "", has_health_check = spec.health_check ~= nil,
+          restart_policy = "no", replica = row.replica, restarts = 0,
+          connected = false, aliased = false}
+      end
+      input.replicas = want
+      local s, serr, scode = gate.service(pol.status, input)
       if not s then return nil, serr, scode end
-      reps_in[#reps_in + 1] = {replica = rc.replica, state = s.state, ready = s.ready,
-        message = s.message, restarts = c.RestartCount or 0}
+      local restarts = c and c.RestartCount or 0
+      reps_in[#reps_in + 1] = {replica = row.replica, state = s.state, ready = s.ready,
+        message = s.message, restarts = restarts}
+      local message = s.message or ""
+      if want > 1 and message ~= "" then
+        message = string.format("replica %d: %s", row.replica, message)
+      end
       if not entry then
-        entry = {state = s.state, ready = s.ready and true or false, message = s.message or "",
-          restarts = c.RestartCount or 0, provider_ref = c.Id, replicas = counts[name]}
+        entry = {state = s.state, ready = s.ready and true or false, message = message,
+          restarts = restarts, provider_ref = c and c.Id or nil, replicas = counts[name] or 0}
       else -- the worst replica speaks for the service
         if (severity[s.state] or 0) < (severity[entry.state] or 0) then
           entry.state = s.state
-          entry.message = string.format("replica %d: %s", rc.replica, s.message or "")
+          entry.message = message
         end
         entry.ready = entry.ready and (s.ready and true or false)
-        entry.restarts = entry.restarts + (c.RestartCount or 0)
+        entry.restarts = entry.restarts + restarts
       end
-      local labels = c.Config and c.Config.Labels or {}
-      if spec.role == "main" and rc.replica == 1 then
-        if st.Running then result.started_at = st.StartedAt end
+      local labels = c and c.Config and c.Config.Labels or {}
+      if c and spec.role == "main" and row.replica == 1 then
+        if c.State and c.State.Running then result.started_at = c.State.StartedAt end
         if labels[LABEL.release] and labels[LABEL.release] ~= "" then
           result.metadata.release = labels[LABEL.release]
         end
@@ -79,7 +131,7 @@ function P:status(instance_id)
     result.services[name] = entry
     agg_in[#agg_in + 1] = {name = name, role = spec.role, state = entry.state, ready = entry.ready,
       message = entry.message, restarts = entry.restarts, replicas = entry.replicas,
-      replica_states = reps_in}
+      desired_replicas = want, replica_states = reps_in}
     result.restarts = result.restarts + entry.restarts
   end
   local agg, aerr, acode = gate.aggregate(pol.status, agg_in)
@@ -87,7 +139,7 @@ function P:status(instance_id)
   result.state = agg.state
   result.ready = agg.ready and true or false
   result.message = agg.message or ""
-  result.endpoints = endpoints_of(instance_id, specs, info, counts, self.cfg)
+  result.endpoints = endpoints_of(instance_id, specs, info, spans, self.cfg)
   result.metadata.network = project.network_name(instance_id)
   -- the recorded releases, oldest first, as a JSON list (in metadata, and
   -- in the extra field `releases`)
