@@ -17,7 +17,7 @@ build = {
   type = "builtin",
   modules = {
     ["ctrlplane.docker.core"] = {
-      sources = {"runtime/http.c", "runtime/lcore.c", "runtime/demux.c", "runtime/ldemux.c",
+      sources = {"runtime/clock.c", "runtime/http.c", "runtime/lcore.c", "runtime/demux.c", "runtime/ldemux.c",
         "runtime/stats.c", "runtime/sampler.c", "runtime/lstats.c", "runtime/lraw.c",
         "runtime/lock.c", "runtime/llock.c", "runtime/cgroup.c", "runtime/lcgroup.c"},
       libraries = {"curl"},

@@ -2,6 +2,7 @@
  * http.c - Docker Engine API transport over libcurl (see http.h).
  */
 #include "http.h"
+#include "clock.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -340,15 +341,9 @@ int cp_ready_done(cp_xfer *x) { return x->done; }
 int cp_ready_headers(cp_xfer *x) { return x->done || x->headers_done; }
 int cp_ready_data(cp_xfer *x) { return x->done || x->body.len > 0; }
 
-static long http_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int cp_client_drive(cp_client *c, cp_xfer **xs, size_t n, cp_ready_fn ready,
                     int any, long timeout_ms) {
-  long deadline = timeout_ms >= 0 ? http_now_ms() + timeout_ms : -1;
+  long deadline = timeout_ms >= 0 ? cp_monotonic_ms() + timeout_ms : -1;
   long slice = 0; /* first round only performs, without waiting */
   for (;;) {
     if (cp_client_step(c, slice) != 0) return -1;
@@ -358,7 +353,7 @@ int cp_client_drive(cp_client *c, cp_xfer **xs, size_t n, cp_ready_fn ready,
     if ((any && hit > 0) || hit == n) return 0;
     slice = 100; /* wake up now and then to notice an interruption */
     if (deadline >= 0) {
-      long left = deadline - http_now_ms();
+      long left = deadline - cp_monotonic_ms();
       if (left <= 0) return 1;
       if (left < slice) slice = left;
     }

@@ -42,6 +42,7 @@
  * 256 MiB), tls, interrupted; HTTP statuses map to not_found, conflict, ...
  */
 #include "http.h"
+#include "clock.h"
 #include "lcore.h"
 
 #include <lauxlib.h>
@@ -187,12 +188,6 @@ static void push_response(lua_State *L, cp_xfer *x) {
 static const char TASKS_KEY = 't'; /* registry: weak-keyed {thread = true} */
 static const char WAIT_KEY = 'w';  /* core.WAIT: first value of every wait yield */
 
-double cp_task_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 int cp_task_active(lua_State *L) {
   if (!lua_isyieldable(L)) return 0; /* e.g. inside a C callback: block as before */
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &TASKS_KEY) != LUA_TTABLE) {
@@ -291,7 +286,7 @@ static int k_wait_fd(lua_State *L, int status, lua_KContext ctx) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  if (deadline >= 0 && cp_task_now() >= deadline) {
+  if (deadline >= 0 && cp_monotonic() >= deadline) {
     lua_pushboolean(L, 0);
     return 1;
   }
@@ -308,7 +303,7 @@ static int l_wait_fd(lua_State *L) {
   lua_Number t = luaL_optnumber(L, 3, -1);
   lua_settop(L, 3);
   if (cp_task_active(L) && t != 0) {
-    lua_pushnumber(L, t < 0 ? -1 : cp_task_now() + t);
+    lua_pushnumber(L, t < 0 ? -1 : cp_monotonic() + t);
     return k_wait_fd(L, 0, ev);
   }
   struct pollfd pfd = {fd, (short)ev, 0};
@@ -758,7 +753,7 @@ static int k_stream(lua_State *L, int status, lua_KContext stage) {
   }
   lua_settop(L, 7);
   double deadline = lua_tonumber(L, 7);
-  int late = deadline >= 0 && cp_task_now() >= deadline;
+  int late = deadline >= 0 && cp_monotonic() >= deadline;
   if (stage == 0) {
     if (!cp_ready_headers(ls->x)) {
       if (late) {
@@ -769,7 +764,7 @@ static int k_stream(lua_State *L, int status, lua_KContext stage) {
     }
     if (ls->x->status >= 400 && !ls->x->done) {
       cp_client *c = cp_lua_client(L, 1);
-      deadline = c->timeout_ms > 0 ? cp_task_now() + (double)c->timeout_ms / 1000.0 : -1;
+      deadline = c->timeout_ms > 0 ? cp_monotonic() + (double)c->timeout_ms / 1000.0 : -1;
       lua_pushnumber(L, deadline);
       lua_replace(L, 7);
       stage = 1;
@@ -807,7 +802,7 @@ static int l_stream(lua_State *L) {
   /* wait for the response head, bounded like a plain request */
   long head_wait = lc->c->timeout_ms > 0 ? lc->c->timeout_ms : -1;
   if (cp_task_active(L)) {
-    lua_pushnumber(L, head_wait < 0 ? -1 : cp_task_now() + (double)head_wait / 1000.0); /* 7 */
+    lua_pushnumber(L, head_wait < 0 ? -1 : cp_monotonic() + (double)head_wait / 1000.0); /* 7 */
     return k_stream(L, 0, 0);
   }
   int r = cp_client_drive(lc->c, &ls->x, 1, cp_ready_headers, 0, head_wait);
@@ -950,7 +945,7 @@ static int k_wait(lua_State *L, int status, lua_KContext ctx) {
     if (!ls || !ls->x || cp_ready_data(ls->x)) any = 1; /* closed meanwhile counts as ready */
   }
   double deadline = lua_tonumber(L, 4);
-  if (!any && (deadline < 0 || cp_task_now() < deadline))
+  if (!any && (deadline < 0 || cp_monotonic() < deadline))
     return task_wait_on(L, 1, deadline, 2, "any", ctx, k_wait);
   return wait_ready_list(L, n);
 }
@@ -976,7 +971,7 @@ static int l_wait(lua_State *L) {
   }
   if (timeout != 0 && cp_task_active(L)) {
     lua_settop(L, 3);
-    lua_pushnumber(L, timeout < 0 ? -1 : cp_task_now() + (double)timeout / 1000.0); /* 4 */
+    lua_pushnumber(L, timeout < 0 ? -1 : cp_monotonic() + (double)timeout / 1000.0); /* 4 */
     return k_wait(L, 0, 0);
   }
   int r = cp_client_drive(lc->c, xs, live, cp_ready_data, 1, timeout);
@@ -1044,7 +1039,7 @@ static int k_read(lua_State *L, int status, lua_KContext ctx) {
   if (!x->client && !x->done) return cp_lua_fail(L, "Docker client closed", "closed", 0);
   if (x->body.len == 0 && !x->done) {
     double deadline = lua_tonumber(L, 4);
-    if (deadline >= 0 && cp_task_now() >= deadline) {
+    if (deadline >= 0 && cp_monotonic() >= deadline) {
       lua_pushboolean(L, 0);
       return 1;
     }
@@ -1062,7 +1057,7 @@ static int l_stream_read(lua_State *L) {
   if (x->body.len == 0 && !x->done && timeout != 0 && cp_task_active(L)) {
     lua_settop(L, 2);
     lua_getiuservalue(L, 1, 1); /* 3: the client */
-    lua_pushnumber(L, timeout < 0 ? -1 : cp_task_now() + (double)timeout / 1000.0); /* 4 */
+    lua_pushnumber(L, timeout < 0 ? -1 : cp_monotonic() + (double)timeout / 1000.0); /* 4 */
     return k_read(L, 0, 0);
   }
   if (x->body.len == 0 && !x->done) {
@@ -1131,9 +1126,7 @@ static int l_interrupted(lua_State *L) {
 
 /* core.clock() -> monotonic seconds; core.walltime() -> Unix seconds (float) */
 static int l_clock(lua_State *L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  lua_pushnumber(L, (lua_Number)cp_monotonic());
   return 1;
 }
 
@@ -1155,7 +1148,7 @@ static int k_sleep(lua_State *L, int status, lua_KContext ctx) {
   }
   lua_settop(L, 2);
   double deadline = lua_tonumber(L, 2);
-  if (cp_task_now() < deadline) return cp_task_wait(L, 0, deadline, -1, 0, ctx, k_sleep);
+  if (cp_monotonic() < deadline) return cp_task_wait(L, 0, deadline, -1, 0, ctx, k_sleep);
   lua_pushboolean(L, !cp_interrupted);
   return 1;
 }
@@ -1164,7 +1157,7 @@ static int l_sleep(lua_State *L) {
   lua_Number s = luaL_checknumber(L, 1);
   if (s > 0 && cp_task_active(L)) {
     lua_settop(L, 1);
-    lua_pushnumber(L, cp_task_now() + s);
+    lua_pushnumber(L, cp_monotonic() + s);
     return k_sleep(L, 0, 0);
   }
   if (s > 0) {

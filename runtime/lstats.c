@@ -18,6 +18,7 @@
  *    streaming, [rx_rate, tx_rate, block_read_rate, block_write_rate]}
  */
 #include "http.h"
+#include "clock.h"
 #include "lcore.h"
 #include "sampler.h"
 #include "stats.h"
@@ -223,12 +224,6 @@ static const char **id_list(lua_State *L, int idx, size_t *n) {
   return ids;
 }
 
-static double now_mono(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Pushes the usage of e, or its failure as a table {error, code, status}
  * (as_table) or as nil, msg, code (returning the count). */
 static int push_entry(lua_State *L, const cp_sampler_entry *e, int as_table) {
@@ -236,7 +231,7 @@ static int push_entry(lua_State *L, const cp_sampler_entry *e, int as_table) {
   if (cp_sampler_usage(e, &u) == 0) {
     push_usage(L, &u, cp_sampler_get(e, 0));
     set_int(L, "samples", e->count);
-    set_num(L, "age", now_mono() - e->updated);
+    set_num(L, "age", cp_monotonic() - e->updated);
     lua_pushboolean(L, e->x != NULL && e->mode == CP_FETCH_STREAM);
     lua_setfield(L, -2, "streaming");
     if (e->failed) {
