@@ -177,6 +177,22 @@ static int http_on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t u
   return cp_interrupted ? 1 : 0;
 }
 
+/* How every handle of c reaches the daemon: the unix socket, TLS (CA,
+ * client certificate and key, verification), the connect timeout, no
+ * signals. Used by transfers here and by hijacked connections (lraw.c). */
+void cp_client_setup_easy(const cp_client *c, CURL *e) {
+  if (c->unix_path) curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
+  if (strncmp(c->base_url, "https", 5) == 0) {
+    if (c->ca) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca);
+    if (c->cert) curl_easy_setopt(e, CURLOPT_SSLCERT, c->cert);
+    if (c->key) curl_easy_setopt(e, CURLOPT_SSLKEY, c->key);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, c->tls_verify ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, c->tls_verify ? 2L : 0L);
+  }
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+}
+
 cp_xfer *cp_xfer_new(cp_client *c, const char *method, const char *url_path,
                      const char *body, size_t body_len, const char *content_type,
                      int streaming, long timeout_ms, long idle_timeout_s) {
@@ -190,15 +206,7 @@ cp_xfer *cp_xfer_new(cp_client *c, const char *method, const char *url_path,
     goto fail;
   CURL *e = x->easy;
   curl_easy_setopt(e, CURLOPT_URL, url.data);
-  if (c->unix_path) curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
-  if (strncmp(c->base_url, "https", 5) == 0) {
-    if (c->ca) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca);
-    if (c->cert) curl_easy_setopt(e, CURLOPT_SSLCERT, c->cert);
-    if (c->key) curl_easy_setopt(e, CURLOPT_SSLKEY, c->key);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, c->tls_verify ? 1L : 0L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, c->tls_verify ? 2L : 0L);
-  }
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  cp_client_setup_easy(c, e);
   curl_easy_setopt(e, CURLOPT_PRIVATE, x);
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_on_body);
@@ -207,7 +215,6 @@ cp_xfer *cp_xfer_new(cp_client *c, const char *method, const char *url_path,
   curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
   curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, http_on_progress);
   curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
   if (timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
   if (idle_timeout_s > 0) {
@@ -371,10 +378,8 @@ static int http_framing_error(const cp_xfer *x) {
   return os_errno == 0 && x->headers.len > 0;
 }
 
-const char *cp_xfer_error_code(const cp_xfer *x) {
-  if (x->too_large) return "too_large";
-  if (http_framing_error(x)) return "protocol";
-  switch (x->result) {
+const char *cp_curl_error_code(CURLcode rc) {
+  switch (rc) {
   case CURLE_OK: return NULL;
   case CURLE_COULDNT_CONNECT:
   case CURLE_COULDNT_RESOLVE_HOST:
@@ -393,12 +398,18 @@ const char *cp_xfer_error_code(const cp_xfer *x) {
   case CURLE_SSL_CACERT_BADFILE:
     return "tls";
   case CURLE_OUT_OF_MEMORY:
-    /* curl 7.88 reports a response head line over its limit this way */
-    return x->headers_done ? "out_of_memory" : "protocol";
   case CURLE_WRITE_ERROR:
     return "out_of_memory";
   default: return "protocol";
   }
+}
+
+const char *cp_xfer_error_code(const cp_xfer *x) {
+  if (x->too_large) return "too_large";
+  if (http_framing_error(x)) return "protocol";
+  /* curl 7.88 reports a response head line over its limit as out of memory */
+  if (x->result == CURLE_OUT_OF_MEMORY && !x->headers_done) return "protocol";
+  return cp_curl_error_code(x->result);
 }
 
 void cp_xfer_error_message(const cp_xfer *x, char *out, size_t outlen) {

@@ -173,24 +173,15 @@ static int l_hijack(lua_State *L) {
   char url[1024];
   snprintf(url, sizeof url, "%s/", c->base_url);
   curl_easy_setopt(r->easy, CURLOPT_URL, url);
-  if (c->unix_path) curl_easy_setopt(r->easy, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
-  if (strncmp(c->base_url, "https", 5) == 0) {
-    if (c->ca) curl_easy_setopt(r->easy, CURLOPT_CAINFO, c->ca);
-    if (c->cert) curl_easy_setopt(r->easy, CURLOPT_SSLCERT, c->cert);
-    if (c->key) curl_easy_setopt(r->easy, CURLOPT_SSLKEY, c->key);
-    curl_easy_setopt(r->easy, CURLOPT_SSL_VERIFYPEER, c->tls_verify ? 1L : 0L);
-    curl_easy_setopt(r->easy, CURLOPT_SSL_VERIFYHOST, c->tls_verify ? 2L : 0L);
-  }
+  cp_client_setup_easy(c, r->easy);
   curl_easy_setopt(r->easy, CURLOPT_CONNECT_ONLY, 1L);
-  curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
   CURLcode rc = curl_easy_perform(r->easy);
   if (rc != CURLE_OK) {
     char msg[512];
     snprintf(msg, sizeof msg, "cannot reach the Docker daemon at %s: %s", c->host,
              curl_easy_strerror(rc));
     raw_close(r);
-    return cp_lua_fail(L, msg, rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "unreachable", 0);
+    return cp_lua_fail(L, msg, cp_curl_error_code(rc), 0);
   }
   curl_easy_getinfo(r->easy, CURLINFO_ACTIVESOCKET, &r->fd);
 
