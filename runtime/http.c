@@ -457,6 +457,82 @@ const char *cp_status_code(long status) {
   }
 }
 
+int cp_xfer_failure(const cp_xfer *x, char *msg, size_t msglen, const char **code, long *status) {
+  *status = 0;
+  if (x->result != CURLE_OK) {
+    cp_xfer_error_message(x, msg, msglen);
+    *code = cp_xfer_error_code(x);
+    return -1;
+  }
+  if (x->status >= 400) {
+    char text[900];
+    cp_error_text(x->body.data, x->body.len, text, sizeof text);
+    if (!text[0]) snprintf(text, sizeof text, "HTTP status %ld", x->status);
+    snprintf(msg, msglen, "Docker daemon: %s", text);
+    *code = cp_status_code(x->status);
+    *status = x->status;
+    return -1;
+  }
+  return 0;
+}
+
+/* Runs GET path to completion on c. Returns the finished transfer (the
+ * caller frees it), or NULL with msg/code/status set. */
+static cp_xfer *http_get(cp_client *c, const char *path, char *msg, size_t msglen,
+                         const char **code, long *status) {
+  *status = 0;
+  cp_xfer *x = cp_xfer_new(c, "GET", path, NULL, 0, NULL, 0, c->timeout_ms, 0);
+  if (!x) {
+    snprintf(msg, msglen, "cannot create a transfer (out of memory)");
+    *code = "out_of_memory";
+    return NULL;
+  }
+  if (cp_client_drive(c, &x, 1, cp_ready_done, 0, -1) != 0 && !x->done) {
+    snprintf(msg, msglen, "%s", cp_interrupted ? "interrupted" : "curl multi failure");
+    *code = cp_interrupted ? "interrupted" : "protocol";
+    cp_xfer_free(x);
+    return NULL;
+  }
+  if (cp_xfer_failure(x, msg, msglen, code, status) != 0) {
+    cp_xfer_free(x);
+    return NULL;
+  }
+  return x;
+}
+
+int cp_client_negotiate(cp_client *c, char *msg, size_t msglen, const char **code,
+                        long *status) {
+  *status = 0;
+  if (c->api_version[0]) return 0;
+  cp_xfer *x = http_get(c, "/_ping", msg, msglen, code, status);
+  if (!x) return -1;
+  char ver[16] = "";
+  cp_header_get(&x->headers, "Api-Version", ver, sizeof ver);
+  cp_xfer_free(x);
+  if (!ver[0] || cp_version_cmp(ver, "1.0") < 0) {
+    /* very old daemons: ask /version */
+    x = http_get(c, "/version", msg, msglen, code, status);
+    if (!x) return -1;
+    ver[0] = '\0';
+    const char *k = x->body.data ? strstr(x->body.data, "\"ApiVersion\":\"") : NULL;
+    if (k) {
+      k += 14;
+      size_t i = 0;
+      while (k[i] && k[i] != '"' && i + 1 < sizeof ver) ver[i] = k[i], i++;
+      ver[i] = '\0';
+    }
+    cp_xfer_free(x);
+  }
+  if (!ver[0]) {
+    snprintf(msg, msglen, "Docker daemon did not report its API version");
+    *code = "protocol";
+    return -1;
+  }
+  if (cp_version_cmp(ver, CP_API_MAX) > 0) snprintf(ver, sizeof ver, "%s", CP_API_MAX);
+  snprintf(c->api_version, sizeof c->api_version, "%s", ver);
+  return 0;
+}
+
 /* Appends the UTF-8 encoding of code point u. */
 static size_t http_utf8(char *o, unsigned long u) {
   if (u < 0x80) { o[0] = (char)u; return 1; }

@@ -132,6 +132,18 @@ void cp_xfer_error_message(const cp_xfer *x, char *out, size_t outlen);
 /* Stable code for an HTTP status >= 400. */
 const char *cp_status_code(long status);
 
+/* The failure of a finished transfer: 0 when it succeeded (no transport
+ * error, HTTP status < 400); else msg (the daemon's message for an HTTP
+ * error), *code (a stable code) and *status (the HTTP status or 0), -1. */
+int cp_xfer_failure(const cp_xfer *x, char *msg, size_t msglen, const char **code, long *status);
+
+/* API-version negotiation: makes sure c has an API version, asking the
+ * daemon (GET /_ping's Api-Version header; /version for very old daemons)
+ * and capping it at CP_API_MAX. Blocks until answered. Returns 0, or -1
+ * with msg, *code and *status as cp_xfer_failure. Does nothing once known. */
+int cp_client_negotiate(cp_client *c, char *msg, size_t msglen, const char **code,
+                        long *status);
+
 /* Extracts Docker's {"message": "..."} from an error body into out; falls
  * back to the trimmed body text. */
 void cp_error_text(const char *body, size_t len, char *out, size_t outlen);

@@ -135,18 +135,10 @@ int cp_lua_fail(lua_State *L, const char *msg, const char *code, long status) {
  * returns 0 when it succeeded. */
 static int push_xfer_fail(lua_State *L, cp_xfer *x) {
   char msg[ERRLEN];
-  if (x->result != CURLE_OK) {
-    cp_xfer_error_message(x, msg, sizeof msg);
-    return cp_lua_fail(L, msg, cp_xfer_error_code(x), 0);
-  }
-  if (x->status >= 400) {
-    char text[ERRLEN - 64];
-    cp_error_text(x->body.data, x->body.len, text, sizeof text);
-    if (!text[0]) snprintf(text, sizeof text, "HTTP status %ld", x->status);
-    snprintf(msg, sizeof msg, "Docker daemon: %s", text);
-    return cp_lua_fail(L, msg, cp_status_code(x->status), x->status);
-  }
-  return 0;
+  const char *code = NULL;
+  long status = 0;
+  if (cp_xfer_failure(x, msg, sizeof msg, &code, &status) == 0) return 0;
+  return cp_lua_fail(L, msg, code, status);
 }
 
 static void push_headers(lua_State *L, const cp_buf *h) {
@@ -524,47 +516,14 @@ static void close_stream(lstream *ls) {
   ls->x = NULL;
 }
 
-/* Makes sure the client has an API version. Returns 0, or pushes
- * nil, msg, code and returns their count. */
+/* Makes sure the client has an API version (cp_client_negotiate). Returns
+ * 0, or pushes nil, msg, code[, status] and returns their count. */
 static int negotiate(lua_State *L, lclient *lc) {
-  if (lc->c->api_version[0]) return 0;
-  int top = lua_gettop(L);
-  int n = run_plain(L, lc, "GET", "/_ping", NULL, 0, NULL, lc->c->timeout_ms);
-  if (n) return n;
-  lstream *ls = lua_touserdata(L, top + 1);
-  n = push_xfer_fail(L, ls->x);
-  if (n) {
-    close_stream(ls);
-    return n;
-  }
-  char ver[16] = "";
-  cp_header_get(&ls->x->headers, "Api-Version", ver, sizeof ver);
-  close_stream(ls);
-  lua_settop(L, top);
-  if (!ver[0] || cp_version_cmp(ver, "1.0") < 0) {
-    /* very old daemons: ask /version */
-    n = run_plain(L, lc, "GET", "/version", NULL, 0, NULL, lc->c->timeout_ms);
-    if (n) return n;
-    ls = lua_touserdata(L, top + 1);
-    if ((n = push_xfer_fail(L, ls->x)) != 0) {
-      close_stream(ls);
-      return n;
-    }
-    ver[0] = '\0';
-    const char *k = ls->x->body.data ? strstr(ls->x->body.data, "\"ApiVersion\":\"") : NULL;
-    if (k) {
-      k += 14;
-      size_t i = 0;
-      while (k[i] && k[i] != '"' && i + 1 < sizeof ver) ver[i] = k[i], i++;
-      ver[i] = '\0';
-    }
-    close_stream(ls);
-    lua_settop(L, top);
-  }
-  if (!ver[0]) return cp_lua_fail(L, "Docker daemon did not report its API version", "protocol", 0);
-  if (cp_version_cmp(ver, CP_API_MAX) > 0) snprintf(ver, sizeof ver, "%s", CP_API_MAX);
-  snprintf(lc->c->api_version, sizeof lc->c->api_version, "%s", ver);
-  return 0;
+  char msg[ERRLEN];
+  const char *code = NULL;
+  long status = 0;
+  if (cp_client_negotiate(lc->c, msg, sizeof msg, &code, &status) == 0) return 0;
+  return cp_lua_fail(L, msg, code, status);
 }
 
 /* core.wait_ready(obj, mode) -> whether a task's transfer wait is over:

@@ -159,22 +159,19 @@ static lsampler *sm_check(lua_State *L, int idx) {
 }
 
 /* Pushes the sampler's client (uservalue 1) and returns its transport,
- * negotiating the API version first. On failure pushes nil, msg, code and
- * returns NULL with *nret set. */
+ * negotiating the API version first (cp_client_negotiate, in C). On failure
+ * pushes nil, msg, code[, status] and returns NULL with *nret set. */
 static cp_client *sm_client(lua_State *L, int idx, int *nret) {
   lua_getiuservalue(L, idx, 1);
   int ci = lua_gettop(L);
   cp_client *c = cp_lua_client(L, ci);
   *nret = 0;
-  if (!c->api_version[0]) {
-    lua_getfield(L, ci, "api_version");
-    lua_pushvalue(L, ci);
-    lua_call(L, 1, 3);
-    if (lua_isnil(L, -3)) {
-      *nret = 3;
-      return NULL;
-    }
-    lua_pop(L, 3);
+  char msg[1024];
+  const char *code = NULL;
+  long status = 0;
+  if (cp_client_negotiate(c, msg, sizeof msg, &code, &status) != 0) {
+    *nret = cp_lua_fail(L, msg, code, status);
+    return NULL;
   }
   return c;
 }
