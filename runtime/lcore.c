@@ -13,14 +13,6 @@
  *   stream:read([timeout])            -> chunk | nil (end) | false (timeout) | nil, msg, code
  *   stream:status(), stream:headers(), stream:close()
  *   stream:closed()                   -> whether the stream was closed
- *   core.catch_interrupts(on)         -> SIGINT stops transfers ("interrupted") instead of
- *                                        killing the process
- *   core.interrupted([reset])         -> whether SIGINT came (and resets the flag)
- *   core.clock()                      -> monotonic seconds; core.walltime() -> Unix seconds
- *   core.sleep(seconds)               -> true, or false when interrupted early
- *   core.isatty(fd)                   -> whether fd is a terminal
- *   core.poll_fd(fd, timeout)         -> true when a read of fd will not block
- *   core.read_fd(fd, max)             -> bytes | "" at end of file | nil, message
  *   client:events()                   -> progress counter of its transfers (for the scheduler)
  *   core.task_mark(co, on)            -> marks coroutine co as a scheduler task (or not)
  *   core.in_task()                    -> whether the caller runs in a scheduler task
@@ -29,6 +21,10 @@
  *   core.wait_ready(obj, mode)        -> whether a task's transfer wait (obj and mode, the
  *                                        last two values it yielded) is over
  *   core.wait_fd(fd, "r"|"w"|"rw", timeout) -> true | false (timeout) | nil, msg, code
+ *
+ * Signals, clocks, sleep and fd helpers are in lsys.c, and the other
+ * bindings (demux, stats, cgroup, raw, lock) in their l*.c files; this
+ * file's luaopen assembles the one module from all of them.
  *
  * Inside a scheduler task (a coroutine marked with core.task_mark) request,
  * batch, stream, read, wait, sleep and wait_fd yield to the scheduler at
@@ -1058,117 +1054,6 @@ static int l_stream_closed(lua_State *L) {
 
 /* ---- module --------------------------------------------------------------- */
 
-static void on_sigint(int sig) {
-  (void)sig;
-  cp_interrupted = 1;
-}
-
-/* core.catch_interrupts(true|false): SIGINT stops transfers in progress
- * (they fail with code "interrupted") instead of killing the process. */
-static int l_catch_interrupts(lua_State *L) {
-  int on = lua_toboolean(L, 1);
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on ? on_sigint : SIG_DFL;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  return 0;
-}
-
-static int l_interrupted(lua_State *L) {
-  int reset = lua_toboolean(L, 1); /* read before the push: with no argument the
-                                      pushed result would land at index 1 */
-  lua_pushboolean(L, cp_interrupted != 0);
-  if (reset) cp_interrupted = 0; /* core.interrupted(true) also resets */
-  return 1;
-}
-
-/* core.clock() -> monotonic seconds; core.walltime() -> Unix seconds (float) */
-static int l_clock(lua_State *L) {
-  lua_pushnumber(L, (lua_Number)cp_monotonic());
-  return 1;
-}
-
-static int l_walltime(lua_State *L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
-  return 1;
-}
-
-/* core.sleep(seconds): returns early (false) when interrupted */
-/* In a task: 1 seconds, 2 deadline. A cancelled sleep returns false, as
- * an interrupted one does. */
-static int k_sleep(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  if (cp_task_cancelled(L, 2)) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  lua_settop(L, 2);
-  double deadline = lua_tonumber(L, 2);
-  if (cp_monotonic() < deadline) return cp_task_wait(L, 0, deadline, -1, 0, ctx, k_sleep);
-  lua_pushboolean(L, !cp_interrupted);
-  return 1;
-}
-
-static int l_sleep(lua_State *L) {
-  lua_Number s = luaL_checknumber(L, 1);
-  if (s > 0 && cp_task_active(L)) {
-    lua_settop(L, 1);
-    lua_pushnumber(L, cp_monotonic() + s);
-    return k_sleep(L, 0, 0);
-  }
-  if (s > 0) {
-    struct timespec ts;
-    ts.tv_sec = (time_t)s;
-    ts.tv_nsec = (long)((s - (lua_Number)ts.tv_sec) * 1e9);
-    while (nanosleep(&ts, &ts) != 0 && !cp_interrupted) {
-    }
-  }
-  lua_pushboolean(L, !cp_interrupted);
-  return 1;
-}
-
-/* core.isatty(fd) -> whether fd is a terminal (colour, progress bars) */
-static int l_isatty(lua_State *L) {
-  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)) == 1);
-  return 1;
-}
-
-/* core.poll_fd(fd, timeout_seconds) -> true when fd is readable (or at
- * end of file / in error: a read will not block) */
-static int l_poll_fd(lua_State *L) {
-  struct pollfd pfd;
-  pfd.fd = (int)luaL_checkinteger(L, 1);
-  pfd.events = POLLIN;
-  pfd.revents = 0;
-  lua_Number t = luaL_optnumber(L, 2, 0);
-  int r = poll(&pfd, 1, t < 0 ? -1 : (int)(t * 1000.0));
-  lua_pushboolean(L, r > 0);
-  return 1;
-}
-
-/* core.read_fd(fd, max) -> bytes | "" at end of file | nil, message */
-static int l_read_fd(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 1);
-  lua_Integer max = luaL_optinteger(L, 2, 65536);
-  if (max <= 0) return luaL_argerror(L, 2, "must be positive");
-  luaL_Buffer b;
-  char *p = luaL_buffinitsize(L, &b, (size_t)max);
-  ssize_t n;
-  do {
-    n = read(fd, p, (size_t)max);
-  } while (n < 0 && errno == EINTR && !cp_interrupted);
-  if (n < 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, strerror(errno));
-    return 2;
-  }
-  luaL_pushresultsize(&b, (size_t)n);
-  return 1;
-}
-
 static const luaL_Reg client_methods[] = {
     {"request", l_request}, {"stream", l_stream},           {"batch", l_batch},
     {"wait", l_wait},       {"api_version", l_api_version}, {"stats", l_stats},
@@ -1180,14 +1065,6 @@ static const luaL_Reg stream_methods[] = {
     {"headers", l_stream_headers}, {"closed", l_stream_closed}, {NULL, NULL}};
 
 static const luaL_Reg core_funcs[] = {{"client", l_client},
-                                      {"catch_interrupts", l_catch_interrupts},
-                                      {"interrupted", l_interrupted},
-                                      {"clock", l_clock},
-                                      {"walltime", l_walltime},
-                                      {"sleep", l_sleep},
-                                      {"isatty", l_isatty},
-                                      {"poll_fd", l_poll_fd},
-                                      {"read_fd", l_read_fd},
                                       {"task_mark", l_task_mark},
                                       {"in_task", l_in_task},
                                       {"wait_fd", l_wait_fd},
@@ -1240,6 +1117,7 @@ int luaopen_ctrlplane_docker_core(lua_State *L) {
   lua_setfield(L, -2, "api_min");
   lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
   lua_setfield(L, -2, "curl_version");
+  cp_open_sys(L);
   cp_open_demux(L);
   cp_open_stats(L);
   cp_open_cgroup(L);
