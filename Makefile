@@ -22,7 +22,7 @@ LDFLAGS += $(SAN)
 CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 LUA_LIBS  = $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 
-CORE_SRC = runtime/http.c runtime/lcore.c runtime/demux.c runtime/ldemux.c
+CORE_SRC = runtime/clock.c runtime/http.c runtime/lcore.c runtime/lsys.c runtime/demux.c runtime/ldemux.c
 # stats parsing and formulas, the concurrent/persistent sampler, their Lua bindings
 CORE_SRC += runtime/stats.c runtime/sampler.c runtime/lstats.c
 # container usage read from the kernel (cgroup files, /proc) and its binding

@@ -17,8 +17,8 @@ build = {
   type = "builtin",
   modules = {
     ["ctrlplane.docker.core"] = {
-      sources = {"runtime/http.c", "runtime/lcore.c", "runtime/demux.c", "runtime/ldemux.c",
-        "runtime/stats.c", "runtime/sampler.c", "runtime/lstats.c", "runtime/lraw.c",
+      sources = {"runtime/clock.c", "runtime/http.c", "runtime/lcore.c", "runtime/lsys.c",
+        "runtime/demux.c", "runtime/ldemux.c", "runtime/stats.c", "runtime/sampler.c", "runtime/lstats.c", "runtime/lraw.c",
         "runtime/lock.c", "runtime/llock.c", "runtime/cgroup.c", "runtime/lcgroup.c"},
       libraries = {"curl"},
       incdirs = {"runtime"},

@@ -10,6 +10,7 @@
  *   namespace), every interface but lo, as the daemon counts.
  */
 #include "cgroup.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -93,12 +94,6 @@ static int keyed_u64(const char *dir, const char *file, const char *key, uint64_
   }
   fclose(f);
   return found;
-}
-
-static double now_mono(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 int cp_cgroup_probe(const char *root, const char *proc, cp_cgroup_info *info) {
@@ -284,7 +279,7 @@ int cp_cgroup_read(const char *proc, cp_cgroup_target *t, cp_cgroup_reading *r) 
   } else {
     bad = read_u64(t->cpu, "cpuacct.usage", &r->cpu_ns);
   }
-  r->t = now_mono();
+  r->t = cp_monotonic();
   if (bad) {
     t->ok = 0;
     return failf(t, "no_process", "cannot read the CPU usage of container %.64s (stopped?)", t->id);

@@ -194,10 +194,45 @@ int cpd_pending(cpd_runtime *rt) {
   return n;
 }
 
+/* cpd_call's work, run under lua_pcall (so no Lua allocation happens
+ * outside a protected call): looks up runner.call, pushes the method and
+ * params, calls it and copies the result text to C memory. */
+typedef struct {
+  cpd_runtime *rt;
+  const char *method, *params;
+  int ok;       /* the runner's first result */
+  char *result; /* malloc'd JSON text, set last */
+} embed_call_args;
+
+static int embed_call_p(lua_State *L) {
+  embed_call_args *a = lua_touserdata(L, 1);
+  embed_method(L, a->rt, "call");
+  lua_pushstring(L, a->method);
+  if (a->params) lua_pushstring(L, a->params);
+  else lua_pushnil(L);
+  lua_call(L, 3, 2);
+  a->ok = lua_toboolean(L, -2);
+  a->result = embed_top_text(L);
+  return 0;
+}
+
+/* Under lua_pcall: the error message (argument 1) as a JSON-RPC internal
+ * error object, copied to C memory in *(char **)argument 2. */
+static int embed_error_text_p(lua_State *L) {
+  char **out = lua_touserdata(L, 2);
+  lua_settop(L, 1);
+  embed_internal_error(L);
+  *out = embed_top_text(L);
+  return 0;
+}
+
 int cpd_call(cpd_runtime *rt, const char *method, const char *params_json, char **result_json) {
   static const char misuse[] =
       "{\"code\":-32600,\"message\":\"cpd_call: runtime and method are required\","
       "\"data\":{\"code\":\"invalid\"}}";
+  static const char oom[] =
+      "{\"code\":-32603,\"message\":\"internal error: out of memory\","
+      "\"data\":{\"code\":\"internal\"}}";
   if (!result_json) return CPD_MISUSE;
   *result_json = NULL;
   if (!rt || !method) {
@@ -205,19 +240,25 @@ int cpd_call(cpd_runtime *rt, const char *method, const char *params_json, char 
     return CPD_MISUSE;
   }
   lua_State *L = rt->L;
-  int top = embed_method(L, rt, "call");
-  lua_pushstring(L, method);
-  if (params_json) lua_pushstring(L, params_json);
-  else lua_pushnil(L);
+  int top = lua_gettop(L);
+  embed_call_args a = {rt, method, params_json, 0, NULL};
+  /* a light C function and a light userdata: pushing them allocates nothing */
+  lua_pushcfunction(L, embed_call_p);
+  lua_pushlightuserdata(L, &a);
   int rc;
-  if (lua_pcall(L, 3, 2, 0) != LUA_OK) {
-    /* the runner does not raise; this is out of memory or worse */
-    embed_internal_error(L);
-    rc = CPD_MISUSE;
+  if (lua_pcall(L, 1, 0, 0) == LUA_OK) {
+    rc = a.ok ? CPD_OK : CPD_FAILED;
+    *result_json = a.result;
   } else {
-    rc = lua_toboolean(L, -2) ? CPD_OK : CPD_FAILED;
+    /* the runner does not raise; this is out of memory or worse */
+    free(a.result);
+    lua_pushcfunction(L, embed_error_text_p);
+    lua_insert(L, -2); /* function, message */
+    lua_pushlightuserdata(L, result_json);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) *result_json = NULL;
+    if (!*result_json) *result_json = embed_strdup(oom, sizeof oom - 1);
+    rc = CPD_MISUSE;
   }
-  *result_json = embed_top_text(L);
   lua_settop(L, top);
   return rc;
 }

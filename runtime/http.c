@@ -2,6 +2,7 @@
  * http.c - Docker Engine API transport over libcurl (see http.h).
  */
 #include "http.h"
+#include "clock.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -176,6 +177,22 @@ static int http_on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t u
   return cp_interrupted ? 1 : 0;
 }
 
+/* How every handle of c reaches the daemon: the unix socket, TLS (CA,
+ * client certificate and key, verification), the connect timeout, no
+ * signals. Used by transfers here and by hijacked connections (lraw.c). */
+void cp_client_setup_easy(const cp_client *c, CURL *e) {
+  if (c->unix_path) curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
+  if (strncmp(c->base_url, "https", 5) == 0) {
+    if (c->ca) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca);
+    if (c->cert) curl_easy_setopt(e, CURLOPT_SSLCERT, c->cert);
+    if (c->key) curl_easy_setopt(e, CURLOPT_SSLKEY, c->key);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, c->tls_verify ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, c->tls_verify ? 2L : 0L);
+  }
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+}
+
 cp_xfer *cp_xfer_new(cp_client *c, const char *method, const char *url_path,
                      const char *body, size_t body_len, const char *content_type,
                      int streaming, long timeout_ms, long idle_timeout_s) {
@@ -189,15 +206,7 @@ cp_xfer *cp_xfer_new(cp_client *c, const char *method, const char *url_path,
     goto fail;
   CURL *e = x->easy;
   curl_easy_setopt(e, CURLOPT_URL, url.data);
-  if (c->unix_path) curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
-  if (strncmp(c->base_url, "https", 5) == 0) {
-    if (c->ca) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca);
-    if (c->cert) curl_easy_setopt(e, CURLOPT_SSLCERT, c->cert);
-    if (c->key) curl_easy_setopt(e, CURLOPT_SSLKEY, c->key);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, c->tls_verify ? 1L : 0L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, c->tls_verify ? 2L : 0L);
-  }
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  cp_client_setup_easy(c, e);
   curl_easy_setopt(e, CURLOPT_PRIVATE, x);
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_on_body);
@@ -206,7 +215,6 @@ cp_xfer *cp_xfer_new(cp_client *c, const char *method, const char *url_path,
   curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
   curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, http_on_progress);
   curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
   if (timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
   if (idle_timeout_s > 0) {
@@ -340,15 +348,9 @@ int cp_ready_done(cp_xfer *x) { return x->done; }
 int cp_ready_headers(cp_xfer *x) { return x->done || x->headers_done; }
 int cp_ready_data(cp_xfer *x) { return x->done || x->body.len > 0; }
 
-static long http_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int cp_client_drive(cp_client *c, cp_xfer **xs, size_t n, cp_ready_fn ready,
                     int any, long timeout_ms) {
-  long deadline = timeout_ms >= 0 ? http_now_ms() + timeout_ms : -1;
+  long deadline = timeout_ms >= 0 ? cp_monotonic_ms() + timeout_ms : -1;
   long slice = 0; /* first round only performs, without waiting */
   for (;;) {
     if (cp_client_step(c, slice) != 0) return -1;
@@ -358,7 +360,7 @@ int cp_client_drive(cp_client *c, cp_xfer **xs, size_t n, cp_ready_fn ready,
     if ((any && hit > 0) || hit == n) return 0;
     slice = 100; /* wake up now and then to notice an interruption */
     if (deadline >= 0) {
-      long left = deadline - http_now_ms();
+      long left = deadline - cp_monotonic_ms();
       if (left <= 0) return 1;
       if (left < slice) slice = left;
     }
@@ -376,10 +378,8 @@ static int http_framing_error(const cp_xfer *x) {
   return os_errno == 0 && x->headers.len > 0;
 }
 
-const char *cp_xfer_error_code(const cp_xfer *x) {
-  if (x->too_large) return "too_large";
-  if (http_framing_error(x)) return "protocol";
-  switch (x->result) {
+const char *cp_curl_error_code(CURLcode rc) {
+  switch (rc) {
   case CURLE_OK: return NULL;
   case CURLE_COULDNT_CONNECT:
   case CURLE_COULDNT_RESOLVE_HOST:
@@ -398,12 +398,18 @@ const char *cp_xfer_error_code(const cp_xfer *x) {
   case CURLE_SSL_CACERT_BADFILE:
     return "tls";
   case CURLE_OUT_OF_MEMORY:
-    /* curl 7.88 reports a response head line over its limit this way */
-    return x->headers_done ? "out_of_memory" : "protocol";
   case CURLE_WRITE_ERROR:
     return "out_of_memory";
   default: return "protocol";
   }
+}
+
+const char *cp_xfer_error_code(const cp_xfer *x) {
+  if (x->too_large) return "too_large";
+  if (http_framing_error(x)) return "protocol";
+  /* curl 7.88 reports a response head line over its limit as out of memory */
+  if (x->result == CURLE_OUT_OF_MEMORY && !x->headers_done) return "protocol";
+  return cp_curl_error_code(x->result);
 }
 
 void cp_xfer_error_message(const cp_xfer *x, char *out, size_t outlen) {
@@ -449,6 +455,82 @@ const char *cp_status_code(long status) {
   case 503: return "unavailable";
   default: return status >= 500 ? "server_error" : "bad_request";
   }
+}
+
+int cp_xfer_failure(const cp_xfer *x, char *msg, size_t msglen, const char **code, long *status) {
+  *status = 0;
+  if (x->result != CURLE_OK) {
+    cp_xfer_error_message(x, msg, msglen);
+    *code = cp_xfer_error_code(x);
+    return -1;
+  }
+  if (x->status >= 400) {
+    char text[900];
+    cp_error_text(x->body.data, x->body.len, text, sizeof text);
+    if (!text[0]) snprintf(text, sizeof text, "HTTP status %ld", x->status);
+    snprintf(msg, msglen, "Docker daemon: %s", text);
+    *code = cp_status_code(x->status);
+    *status = x->status;
+    return -1;
+  }
+  return 0;
+}
+
+/* Runs GET path to completion on c. Returns the finished transfer (the
+ * caller frees it), or NULL with msg/code/status set. */
+static cp_xfer *http_get(cp_client *c, const char *path, char *msg, size_t msglen,
+                         const char **code, long *status) {
+  *status = 0;
+  cp_xfer *x = cp_xfer_new(c, "GET", path, NULL, 0, NULL, 0, c->timeout_ms, 0);
+  if (!x) {
+    snprintf(msg, msglen, "cannot create a transfer (out of memory)");
+    *code = "out_of_memory";
+    return NULL;
+  }
+  if (cp_client_drive(c, &x, 1, cp_ready_done, 0, -1) != 0 && !x->done) {
+    snprintf(msg, msglen, "%s", cp_interrupted ? "interrupted" : "curl multi failure");
+    *code = cp_interrupted ? "interrupted" : "protocol";
+    cp_xfer_free(x);
+    return NULL;
+  }
+  if (cp_xfer_failure(x, msg, msglen, code, status) != 0) {
+    cp_xfer_free(x);
+    return NULL;
+  }
+  return x;
+}
+
+int cp_client_negotiate(cp_client *c, char *msg, size_t msglen, const char **code,
+                        long *status) {
+  *status = 0;
+  if (c->api_version[0]) return 0;
+  cp_xfer *x = http_get(c, "/_ping", msg, msglen, code, status);
+  if (!x) return -1;
+  char ver[16] = "";
+  cp_header_get(&x->headers, "Api-Version", ver, sizeof ver);
+  cp_xfer_free(x);
+  if (!ver[0] || cp_version_cmp(ver, "1.0") < 0) {
+    /* very old daemons: ask /version */
+    x = http_get(c, "/version", msg, msglen, code, status);
+    if (!x) return -1;
+    ver[0] = '\0';
+    const char *k = x->body.data ? strstr(x->body.data, "\"ApiVersion\":\"") : NULL;
+    if (k) {
+      k += 14;
+      size_t i = 0;
+      while (k[i] && k[i] != '"' && i + 1 < sizeof ver) ver[i] = k[i], i++;
+      ver[i] = '\0';
+    }
+    cp_xfer_free(x);
+  }
+  if (!ver[0]) {
+    snprintf(msg, msglen, "Docker daemon did not report its API version");
+    *code = "protocol";
+    return -1;
+  }
+  if (cp_version_cmp(ver, CP_API_MAX) > 0) snprintf(ver, sizeof ver, "%s", CP_API_MAX);
+  snprintf(c->api_version, sizeof c->api_version, "%s", ver);
+  return 0;
 }
 
 /* Appends the UTF-8 encoding of code point u. */

@@ -87,6 +87,11 @@ extern volatile sig_atomic_t cp_interrupted;
 cp_client *cp_client_new(const cp_client_opts *o, char *err, size_t errlen);
 void cp_client_free(cp_client *c);
 
+/* Applies c's connection settings to an easy handle: unix socket, TLS (CA,
+ * client cert/key, verify peer and host), connect timeout, NOSIGNAL. Every
+ * handle that talks to the daemon (transfers, hijacked connections) uses it. */
+void cp_client_setup_easy(const cp_client *c, CURL *e);
+
 /* Creates a transfer for `url_path` (path + query, already encoded) and adds
  * it to the client's multi. body may be NULL. Returns NULL on allocation or
  * curl failure. */
@@ -119,10 +124,25 @@ int cp_ready_data(cp_xfer *x);    /* body bytes buffered or finished */
 
 /* Stable error code and message for a failed transfer. */
 const char *cp_xfer_error_code(const cp_xfer *x);
+/* The stable error code of a libcurl result (NULL for CURLE_OK): unreachable,
+ * timeout, interrupted, tls, out_of_memory or protocol. */
+const char *cp_curl_error_code(CURLcode rc);
 void cp_xfer_error_message(const cp_xfer *x, char *out, size_t outlen);
 
 /* Stable code for an HTTP status >= 400. */
 const char *cp_status_code(long status);
+
+/* The failure of a finished transfer: 0 when it succeeded (no transport
+ * error, HTTP status < 400); else msg (the daemon's message for an HTTP
+ * error), *code (a stable code) and *status (the HTTP status or 0), -1. */
+int cp_xfer_failure(const cp_xfer *x, char *msg, size_t msglen, const char **code, long *status);
+
+/* API-version negotiation: makes sure c has an API version, asking the
+ * daemon (GET /_ping's Api-Version header; /version for very old daemons)
+ * and capping it at CP_API_MAX. Blocks until answered. Returns 0, or -1
+ * with msg, *code and *status as cp_xfer_failure. Does nothing once known. */
+int cp_client_negotiate(cp_client *c, char *msg, size_t msglen, const char **code,
+                        long *status);
 
 /* Extracts Docker's {"message": "..."} from an error body into out; falls
  * back to the trimmed body text. */

@@ -13,14 +13,6 @@
  *   stream:read([timeout])            -> chunk | nil (end) | false (timeout) | nil, msg, code
  *   stream:status(), stream:headers(), stream:close()
  *   stream:closed()                   -> whether the stream was closed
- *   core.catch_interrupts(on)         -> SIGINT stops transfers ("interrupted") instead of
- *                                        killing the process
- *   core.interrupted([reset])         -> whether SIGINT came (and resets the flag)
- *   core.clock()                      -> monotonic seconds; core.walltime() -> Unix seconds
- *   core.sleep(seconds)               -> true, or false when interrupted early
- *   core.isatty(fd)                   -> whether fd is a terminal
- *   core.poll_fd(fd, timeout)         -> true when a read of fd will not block
- *   core.read_fd(fd, max)             -> bytes | "" at end of file | nil, message
  *   client:events()                   -> progress counter of its transfers (for the scheduler)
  *   core.task_mark(co, on)            -> marks coroutine co as a scheduler task (or not)
  *   core.in_task()                    -> whether the caller runs in a scheduler task
@@ -29,6 +21,10 @@
  *   core.wait_ready(obj, mode)        -> whether a task's transfer wait (obj and mode, the
  *                                        last two values it yielded) is over
  *   core.wait_fd(fd, "r"|"w"|"rw", timeout) -> true | false (timeout) | nil, msg, code
+ *
+ * Signals, clocks, sleep and fd helpers are in lsys.c, and the other
+ * bindings (demux, stats, cgroup, raw, lock) in their l*.c files; this
+ * file's luaopen assembles the one module from all of them.
  *
  * Inside a scheduler task (a coroutine marked with core.task_mark) request,
  * batch, stream, read, wait, sleep and wait_fd yield to the scheduler at
@@ -42,6 +38,7 @@
  * 256 MiB), tls, interrupted; HTTP statuses map to not_found, conflict, ...
  */
 #include "http.h"
+#include "clock.h"
 #include "lcore.h"
 
 #include <lauxlib.h>
@@ -134,18 +131,10 @@ int cp_lua_fail(lua_State *L, const char *msg, const char *code, long status) {
  * returns 0 when it succeeded. */
 static int push_xfer_fail(lua_State *L, cp_xfer *x) {
   char msg[ERRLEN];
-  if (x->result != CURLE_OK) {
-    cp_xfer_error_message(x, msg, sizeof msg);
-    return cp_lua_fail(L, msg, cp_xfer_error_code(x), 0);
-  }
-  if (x->status >= 400) {
-    char text[ERRLEN - 64];
-    cp_error_text(x->body.data, x->body.len, text, sizeof text);
-    if (!text[0]) snprintf(text, sizeof text, "HTTP status %ld", x->status);
-    snprintf(msg, sizeof msg, "Docker daemon: %s", text);
-    return cp_lua_fail(L, msg, cp_status_code(x->status), x->status);
-  }
-  return 0;
+  const char *code = NULL;
+  long status = 0;
+  if (cp_xfer_failure(x, msg, sizeof msg, &code, &status) == 0) return 0;
+  return cp_lua_fail(L, msg, code, status);
 }
 
 static void push_headers(lua_State *L, const cp_buf *h) {
@@ -186,12 +175,6 @@ static void push_response(lua_State *L, cp_xfer *x) {
 
 static const char TASKS_KEY = 't'; /* registry: weak-keyed {thread = true} */
 static const char WAIT_KEY = 'w';  /* core.WAIT: first value of every wait yield */
-
-double cp_task_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 int cp_task_active(lua_State *L) {
   if (!lua_isyieldable(L)) return 0; /* e.g. inside a C callback: block as before */
@@ -291,7 +274,7 @@ static int k_wait_fd(lua_State *L, int status, lua_KContext ctx) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  if (deadline >= 0 && cp_task_now() >= deadline) {
+  if (deadline >= 0 && cp_monotonic() >= deadline) {
     lua_pushboolean(L, 0);
     return 1;
   }
@@ -308,7 +291,7 @@ static int l_wait_fd(lua_State *L) {
   lua_Number t = luaL_optnumber(L, 3, -1);
   lua_settop(L, 3);
   if (cp_task_active(L) && t != 0) {
-    lua_pushnumber(L, t < 0 ? -1 : cp_task_now() + t);
+    lua_pushnumber(L, t < 0 ? -1 : cp_monotonic() + t);
     return k_wait_fd(L, 0, ev);
   }
   struct pollfd pfd = {fd, (short)ev, 0};
@@ -529,47 +512,14 @@ static void close_stream(lstream *ls) {
   ls->x = NULL;
 }
 
-/* Makes sure the client has an API version. Returns 0, or pushes
- * nil, msg, code and returns their count. */
+/* Makes sure the client has an API version (cp_client_negotiate). Returns
+ * 0, or pushes nil, msg, code[, status] and returns their count. */
 static int negotiate(lua_State *L, lclient *lc) {
-  if (lc->c->api_version[0]) return 0;
-  int top = lua_gettop(L);
-  int n = run_plain(L, lc, "GET", "/_ping", NULL, 0, NULL, lc->c->timeout_ms);
-  if (n) return n;
-  lstream *ls = lua_touserdata(L, top + 1);
-  n = push_xfer_fail(L, ls->x);
-  if (n) {
-    close_stream(ls);
-    return n;
-  }
-  char ver[16] = "";
-  cp_header_get(&ls->x->headers, "Api-Version", ver, sizeof ver);
-  close_stream(ls);
-  lua_settop(L, top);
-  if (!ver[0] || cp_version_cmp(ver, "1.0") < 0) {
-    /* very old daemons: ask /version */
-    n = run_plain(L, lc, "GET", "/version", NULL, 0, NULL, lc->c->timeout_ms);
-    if (n) return n;
-    ls = lua_touserdata(L, top + 1);
-    if ((n = push_xfer_fail(L, ls->x)) != 0) {
-      close_stream(ls);
-      return n;
-    }
-    ver[0] = '\0';
-    const char *k = ls->x->body.data ? strstr(ls->x->body.data, "\"ApiVersion\":\"") : NULL;
-    if (k) {
-      k += 14;
-      size_t i = 0;
-      while (k[i] && k[i] != '"' && i + 1 < sizeof ver) ver[i] = k[i], i++;
-      ver[i] = '\0';
-    }
-    close_stream(ls);
-    lua_settop(L, top);
-  }
-  if (!ver[0]) return cp_lua_fail(L, "Docker daemon did not report its API version", "protocol", 0);
-  if (cp_version_cmp(ver, CP_API_MAX) > 0) snprintf(ver, sizeof ver, "%s", CP_API_MAX);
-  snprintf(lc->c->api_version, sizeof lc->c->api_version, "%s", ver);
-  return 0;
+  char msg[ERRLEN];
+  const char *code = NULL;
+  long status = 0;
+  if (cp_client_negotiate(lc->c, msg, sizeof msg, &code, &status) == 0) return 0;
+  return cp_lua_fail(L, msg, code, status);
 }
 
 /* core.wait_ready(obj, mode) -> whether a task's transfer wait is over:
@@ -758,7 +708,7 @@ static int k_stream(lua_State *L, int status, lua_KContext stage) {
   }
   lua_settop(L, 7);
   double deadline = lua_tonumber(L, 7);
-  int late = deadline >= 0 && cp_task_now() >= deadline;
+  int late = deadline >= 0 && cp_monotonic() >= deadline;
   if (stage == 0) {
     if (!cp_ready_headers(ls->x)) {
       if (late) {
@@ -769,7 +719,7 @@ static int k_stream(lua_State *L, int status, lua_KContext stage) {
     }
     if (ls->x->status >= 400 && !ls->x->done) {
       cp_client *c = cp_lua_client(L, 1);
-      deadline = c->timeout_ms > 0 ? cp_task_now() + (double)c->timeout_ms / 1000.0 : -1;
+      deadline = c->timeout_ms > 0 ? cp_monotonic() + (double)c->timeout_ms / 1000.0 : -1;
       lua_pushnumber(L, deadline);
       lua_replace(L, 7);
       stage = 1;
@@ -807,7 +757,7 @@ static int l_stream(lua_State *L) {
   /* wait for the response head, bounded like a plain request */
   long head_wait = lc->c->timeout_ms > 0 ? lc->c->timeout_ms : -1;
   if (cp_task_active(L)) {
-    lua_pushnumber(L, head_wait < 0 ? -1 : cp_task_now() + (double)head_wait / 1000.0); /* 7 */
+    lua_pushnumber(L, head_wait < 0 ? -1 : cp_monotonic() + (double)head_wait / 1000.0); /* 7 */
     return k_stream(L, 0, 0);
   }
   int r = cp_client_drive(lc->c, &ls->x, 1, cp_ready_headers, 0, head_wait);
@@ -950,7 +900,7 @@ static int k_wait(lua_State *L, int status, lua_KContext ctx) {
     if (!ls || !ls->x || cp_ready_data(ls->x)) any = 1; /* closed meanwhile counts as ready */
   }
   double deadline = lua_tonumber(L, 4);
-  if (!any && (deadline < 0 || cp_task_now() < deadline))
+  if (!any && (deadline < 0 || cp_monotonic() < deadline))
     return task_wait_on(L, 1, deadline, 2, "any", ctx, k_wait);
   return wait_ready_list(L, n);
 }
@@ -976,7 +926,7 @@ static int l_wait(lua_State *L) {
   }
   if (timeout != 0 && cp_task_active(L)) {
     lua_settop(L, 3);
-    lua_pushnumber(L, timeout < 0 ? -1 : cp_task_now() + (double)timeout / 1000.0); /* 4 */
+    lua_pushnumber(L, timeout < 0 ? -1 : cp_monotonic() + (double)timeout / 1000.0); /* 4 */
     return k_wait(L, 0, 0);
   }
   int r = cp_client_drive(lc->c, xs, live, cp_ready_data, 1, timeout);
@@ -1044,7 +994,7 @@ static int k_read(lua_State *L, int status, lua_KContext ctx) {
   if (!x->client && !x->done) return cp_lua_fail(L, "Docker client closed", "closed", 0);
   if (x->body.len == 0 && !x->done) {
     double deadline = lua_tonumber(L, 4);
-    if (deadline >= 0 && cp_task_now() >= deadline) {
+    if (deadline >= 0 && cp_monotonic() >= deadline) {
       lua_pushboolean(L, 0);
       return 1;
     }
@@ -1062,7 +1012,7 @@ static int l_stream_read(lua_State *L) {
   if (x->body.len == 0 && !x->done && timeout != 0 && cp_task_active(L)) {
     lua_settop(L, 2);
     lua_getiuservalue(L, 1, 1); /* 3: the client */
-    lua_pushnumber(L, timeout < 0 ? -1 : cp_task_now() + (double)timeout / 1000.0); /* 4 */
+    lua_pushnumber(L, timeout < 0 ? -1 : cp_monotonic() + (double)timeout / 1000.0); /* 4 */
     return k_read(L, 0, 0);
   }
   if (x->body.len == 0 && !x->done) {
@@ -1104,119 +1054,6 @@ static int l_stream_closed(lua_State *L) {
 
 /* ---- module --------------------------------------------------------------- */
 
-static void on_sigint(int sig) {
-  (void)sig;
-  cp_interrupted = 1;
-}
-
-/* core.catch_interrupts(true|false): SIGINT stops transfers in progress
- * (they fail with code "interrupted") instead of killing the process. */
-static int l_catch_interrupts(lua_State *L) {
-  int on = lua_toboolean(L, 1);
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on ? on_sigint : SIG_DFL;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  return 0;
-}
-
-static int l_interrupted(lua_State *L) {
-  int reset = lua_toboolean(L, 1); /* read before the push: with no argument the
-                                      pushed result would land at index 1 */
-  lua_pushboolean(L, cp_interrupted != 0);
-  if (reset) cp_interrupted = 0; /* core.interrupted(true) also resets */
-  return 1;
-}
-
-/* core.clock() -> monotonic seconds; core.walltime() -> Unix seconds (float) */
-static int l_clock(lua_State *L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
-  return 1;
-}
-
-static int l_walltime(lua_State *L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
-  return 1;
-}
-
-/* core.sleep(seconds): returns early (false) when interrupted */
-/* In a task: 1 seconds, 2 deadline. A cancelled sleep returns false, as
- * an interrupted one does. */
-static int k_sleep(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  if (cp_task_cancelled(L, 2)) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  lua_settop(L, 2);
-  double deadline = lua_tonumber(L, 2);
-  if (cp_task_now() < deadline) return cp_task_wait(L, 0, deadline, -1, 0, ctx, k_sleep);
-  lua_pushboolean(L, !cp_interrupted);
-  return 1;
-}
-
-static int l_sleep(lua_State *L) {
-  lua_Number s = luaL_checknumber(L, 1);
-  if (s > 0 && cp_task_active(L)) {
-    lua_settop(L, 1);
-    lua_pushnumber(L, cp_task_now() + s);
-    return k_sleep(L, 0, 0);
-  }
-  if (s > 0) {
-    struct timespec ts;
-    ts.tv_sec = (time_t)s;
-    ts.tv_nsec = (long)((s - (lua_Number)ts.tv_sec) * 1e9);
-    while (nanosleep(&ts, &ts) != 0 && !cp_interrupted) {
-    }
-  }
-  lua_pushboolean(L, !cp_interrupted);
-  return 1;
-}
-
-/* core.isatty(fd) -> whether fd is a terminal (colour, progress bars) */
-static int l_isatty(lua_State *L) {
-  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)) == 1);
-  return 1;
-}
-
-/* core.poll_fd(fd, timeout_seconds) -> true when fd is readable (or at
- * end of file / in error: a read will not block) */
-static int l_poll_fd(lua_State *L) {
-  struct pollfd pfd;
-  pfd.fd = (int)luaL_checkinteger(L, 1);
-  pfd.events = POLLIN;
-  pfd.revents = 0;
-  lua_Number t = luaL_optnumber(L, 2, 0);
-  int r = poll(&pfd, 1, t < 0 ? -1 : (int)(t * 1000.0));
-  lua_pushboolean(L, r > 0);
-  return 1;
-}
-
-/* core.read_fd(fd, max) -> bytes | "" at end of file | nil, message */
-static int l_read_fd(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 1);
-  lua_Integer max = luaL_optinteger(L, 2, 65536);
-  if (max <= 0) return luaL_argerror(L, 2, "must be positive");
-  luaL_Buffer b;
-  char *p = luaL_buffinitsize(L, &b, (size_t)max);
-  ssize_t n;
-  do {
-    n = read(fd, p, (size_t)max);
-  } while (n < 0 && errno == EINTR && !cp_interrupted);
-  if (n < 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, strerror(errno));
-    return 2;
-  }
-  luaL_pushresultsize(&b, (size_t)n);
-  return 1;
-}
-
 static const luaL_Reg client_methods[] = {
     {"request", l_request}, {"stream", l_stream},           {"batch", l_batch},
     {"wait", l_wait},       {"api_version", l_api_version}, {"stats", l_stats},
@@ -1228,14 +1065,6 @@ static const luaL_Reg stream_methods[] = {
     {"headers", l_stream_headers}, {"closed", l_stream_closed}, {NULL, NULL}};
 
 static const luaL_Reg core_funcs[] = {{"client", l_client},
-                                      {"catch_interrupts", l_catch_interrupts},
-                                      {"interrupted", l_interrupted},
-                                      {"clock", l_clock},
-                                      {"walltime", l_walltime},
-                                      {"sleep", l_sleep},
-                                      {"isatty", l_isatty},
-                                      {"poll_fd", l_poll_fd},
-                                      {"read_fd", l_read_fd},
                                       {"task_mark", l_task_mark},
                                       {"in_task", l_in_task},
                                       {"wait_fd", l_wait_fd},
@@ -1288,6 +1117,7 @@ int luaopen_ctrlplane_docker_core(lua_State *L) {
   lua_setfield(L, -2, "api_min");
   lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
   lua_setfield(L, -2, "curl_version");
+  cp_open_sys(L);
   cp_open_demux(L);
   cp_open_stats(L);
   cp_open_cgroup(L);

@@ -38,7 +38,10 @@ int cp_task_wait(lua_State *L, int client_idx, double deadline, int fd, int even
                  lua_KContext ctx, lua_KFunction k);
 int cp_task_cancelled(lua_State *L, int base);
 int cp_task_fail_cancel(lua_State *L, int base);
-double cp_task_now(void); /* monotonic seconds */
+
+/* Signals, clocks, sleep and fd helpers (lsys.c): sets them on the module
+ * table at the top of the stack. */
+void cp_open_sys(lua_State *L);
 
 /* client:hijack and raw connections (lraw.c). */
 void cp_open_raw(lua_State *L);

@@ -132,9 +132,10 @@ static int emit_table(void *ud, const cp_demux_event *ev) {
 static int push_result(lua_State *L, ldemux *ld, int rc, int nres) {
   if (rc == CP_DEMUX_OK) return nres;
   int base = lua_gettop(L) - nres;
+  const char *code = rc == CP_DEMUX_ENOMEM ? "out_of_memory" : "protocol";
   lua_pushnil(L);
   lua_pushstring(L, rc == CP_DEMUX_ENOMEM ? "out of memory" : ld->d.err);
-  lua_pushstring(L, rc == CP_DEMUX_ENOMEM ? "nomem" : "protocol");
+  lua_pushstring(L, code);
   for (int i = 1; i <= nres; i++) lua_pushvalue(L, base + i);
   return 3 + nres;
 }

@@ -3,6 +3,7 @@
  */
 #define _DEFAULT_SOURCE /* flock */
 #include "lock.h"
+#include "clock.h"
 #include "http.h" /* cp_interrupted */
 
 #include <errno.h>
@@ -58,12 +59,6 @@ static int lock_mkdirs(const char *dir, char *err, size_t errlen) {
   return 0;
 }
 
-static long lock_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static pid_t lock_read_holder(int fd) {
   char buf[32];
   ssize_t k = pread(fd, buf, sizeof buf - 1, 0);
@@ -88,7 +83,7 @@ int cp_lock_acquire(const char *dir, const char *name, int exclusive, long timeo
     snprintf(err, errlen, "lock path too long");
     return CP_LOCK_ERROR;
   }
-  long deadline = timeout_ms >= 0 ? lock_now_ms() + timeout_ms : -1;
+  long deadline = timeout_ms >= 0 ? cp_monotonic_ms() + timeout_ms : -1;
   long pause_ms = 2;
   int f, writable;
   for (;;) { /* once per lock file: a released file is unlinked, so re-open then */
@@ -115,7 +110,7 @@ int cp_lock_acquire(const char *dir, const char *name, int exclusive, long timeo
         close(f);
         return CP_LOCK_INTERRUPTED;
       }
-      long left = deadline >= 0 ? deadline - lock_now_ms() : pause_ms;
+      long left = deadline >= 0 ? deadline - cp_monotonic_ms() : pause_ms;
       if (left <= 0) {
         if (holder) *holder = lock_read_holder(f);
         close(f);

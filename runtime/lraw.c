@@ -34,6 +34,7 @@
  */
 #define _DEFAULT_SOURCE /* SIGWINCH, TIOCGWINSZ */
 #include "http.h"
+#include "clock.h"
 #include "lcore.h"
 
 #include <errno.h>
@@ -59,21 +60,15 @@ typedef struct lraw {
   int eof;
 } lraw;
 
-static long raw_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Waits for fd to be ready for events; <0 timeout waits forever. Returns
  * 1 ready, 0 timed out, -1 interrupted. */
 static int raw_wait(curl_socket_t fd, short events, long timeout_ms) {
   struct pollfd p = {.fd = fd, .events = events, .revents = 0};
-  long deadline = timeout_ms >= 0 ? raw_now_ms() + timeout_ms : -1;
+  long deadline = timeout_ms >= 0 ? cp_monotonic_ms() + timeout_ms : -1;
   for (;;) {
     long slice = 100;
     if (deadline >= 0) {
-      long left = deadline - raw_now_ms();
+      long left = deadline - cp_monotonic_ms();
       if (left <= 0) return 0;
       if (left < slice) slice = left;
     }
@@ -84,12 +79,12 @@ static int raw_wait(curl_socket_t fd, short events, long timeout_ms) {
 }
 
 static int raw_send_all(lraw *r, const char *p, size_t n, long timeout_ms, char *err, size_t errlen) {
-  long deadline = timeout_ms >= 0 ? raw_now_ms() + timeout_ms : -1;
+  long deadline = timeout_ms >= 0 ? cp_monotonic_ms() + timeout_ms : -1;
   while (n > 0) {
     size_t sent = 0;
     CURLcode rc = curl_easy_send(r->easy, p, n, &sent);
     if (rc == CURLE_AGAIN) {
-      long left = deadline >= 0 ? deadline - raw_now_ms() : -1;
+      long left = deadline >= 0 ? deadline - cp_monotonic_ms() : -1;
       if (deadline >= 0 && left <= 0) {
         snprintf(err, errlen, "timed out writing to the Docker daemon");
         return -1;
@@ -113,7 +108,7 @@ static int raw_send_all(lraw *r, const char *p, size_t n, long timeout_ms, char 
 /* Reads what is there (waiting up to timeout_ms). Returns bytes read, 0 at
  * end of stream, -2 timeout, -1 error. */
 static long raw_recv(lraw *r, char *buf, size_t cap, long timeout_ms, char *err, size_t errlen) {
-  long deadline = timeout_ms >= 0 ? raw_now_ms() + timeout_ms : -1;
+  long deadline = timeout_ms >= 0 ? cp_monotonic_ms() + timeout_ms : -1;
   for (;;) {
     size_t got = 0;
     CURLcode rc = curl_easy_recv(r->easy, buf, cap, &got);
@@ -122,7 +117,7 @@ static long raw_recv(lraw *r, char *buf, size_t cap, long timeout_ms, char *err,
       snprintf(err, errlen, "reading from the Docker daemon: %s", curl_easy_strerror(rc));
       return -1;
     }
-    long left = deadline >= 0 ? deadline - raw_now_ms() : -1;
+    long left = deadline >= 0 ? deadline - cp_monotonic_ms() : -1;
     if (deadline >= 0 && left <= 0) return -2;
     int w = raw_wait(r->fd, POLLIN, left);
     if (w < 0) {
@@ -178,24 +173,15 @@ static int l_hijack(lua_State *L) {
   char url[1024];
   snprintf(url, sizeof url, "%s/", c->base_url);
   curl_easy_setopt(r->easy, CURLOPT_URL, url);
-  if (c->unix_path) curl_easy_setopt(r->easy, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
-  if (strncmp(c->base_url, "https", 5) == 0) {
-    if (c->ca) curl_easy_setopt(r->easy, CURLOPT_CAINFO, c->ca);
-    if (c->cert) curl_easy_setopt(r->easy, CURLOPT_SSLCERT, c->cert);
-    if (c->key) curl_easy_setopt(r->easy, CURLOPT_SSLKEY, c->key);
-    curl_easy_setopt(r->easy, CURLOPT_SSL_VERIFYPEER, c->tls_verify ? 1L : 0L);
-    curl_easy_setopt(r->easy, CURLOPT_SSL_VERIFYHOST, c->tls_verify ? 2L : 0L);
-  }
+  cp_client_setup_easy(c, r->easy);
   curl_easy_setopt(r->easy, CURLOPT_CONNECT_ONLY, 1L);
-  curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
   CURLcode rc = curl_easy_perform(r->easy);
   if (rc != CURLE_OK) {
     char msg[512];
     snprintf(msg, sizeof msg, "cannot reach the Docker daemon at %s: %s", c->host,
              curl_easy_strerror(rc));
     raw_close(r);
-    return cp_lua_fail(L, msg, rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "unreachable", 0);
+    return cp_lua_fail(L, msg, cp_curl_error_code(rc), 0);
   }
   curl_easy_getinfo(r->easy, CURLINFO_ACTIVESOCKET, &r->fd);
 
@@ -363,7 +349,7 @@ static int l_raw_poll(lua_State *L) {
   lua_Number t = luaL_optnumber(L, 2, -1);
   int want_write = lua_toboolean(L, 3);
   int fd = (int)luaL_optinteger(L, 4, -1);
-  long deadline = t >= 0 ? raw_now_ms() + (long)(t * 1000.0) : -1;
+  long deadline = t >= 0 ? cp_monotonic_ms() + (long)(t * 1000.0) : -1;
   int readable = 0, writable = 0, fd_ready = 0;
   char err[256];
   for (;;) {
@@ -383,7 +369,7 @@ static int l_raw_poll(lua_State *L) {
     }
     long slice = readable ? 0 : 100;
     if (deadline >= 0) {
-      long left = deadline - raw_now_ms();
+      long left = deadline - cp_monotonic_ms();
       if (left < 0) left = 0;
       if (left < slice) slice = left;
     }
@@ -405,7 +391,7 @@ static int l_raw_poll(lua_State *L) {
     if (readable || writable || fd_ready) break;
     if (cp_interrupted) return cp_lua_fail(L, "interrupted", "interrupted", 0);
     if (raw_winch) break;
-    if (deadline >= 0 && raw_now_ms() >= deadline) break;
+    if (deadline >= 0 && cp_monotonic_ms() >= deadline) break;
   }
   lua_pushboolean(L, readable);
   lua_pushboolean(L, writable);

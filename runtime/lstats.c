@@ -18,6 +18,7 @@
  *    streaming, [rx_rate, tx_rate, block_read_rate, block_write_rate]}
  */
 #include "http.h"
+#include "clock.h"
 #include "lcore.h"
 #include "sampler.h"
 #include "stats.h"
@@ -158,22 +159,19 @@ static lsampler *sm_check(lua_State *L, int idx) {
 }
 
 /* Pushes the sampler's client (uservalue 1) and returns its transport,
- * negotiating the API version first. On failure pushes nil, msg, code and
- * returns NULL with *nret set. */
+ * negotiating the API version first (cp_client_negotiate, in C). On failure
+ * pushes nil, msg, code[, status] and returns NULL with *nret set. */
 static cp_client *sm_client(lua_State *L, int idx, int *nret) {
   lua_getiuservalue(L, idx, 1);
   int ci = lua_gettop(L);
   cp_client *c = cp_lua_client(L, ci);
   *nret = 0;
-  if (!c->api_version[0]) {
-    lua_getfield(L, ci, "api_version");
-    lua_pushvalue(L, ci);
-    lua_call(L, 1, 3);
-    if (lua_isnil(L, -3)) {
-      *nret = 3;
-      return NULL;
-    }
-    lua_pop(L, 3);
+  char msg[1024];
+  const char *code = NULL;
+  long status = 0;
+  if (cp_client_negotiate(c, msg, sizeof msg, &code, &status) != 0) {
+    *nret = cp_lua_fail(L, msg, code, status);
+    return NULL;
   }
   return c;
 }
@@ -223,12 +221,6 @@ static const char **id_list(lua_State *L, int idx, size_t *n) {
   return ids;
 }
 
-static double now_mono(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Pushes the usage of e, or its failure as a table {error, code, status}
  * (as_table) or as nil, msg, code (returning the count). */
 static int push_entry(lua_State *L, const cp_sampler_entry *e, int as_table) {
@@ -236,7 +228,7 @@ static int push_entry(lua_State *L, const cp_sampler_entry *e, int as_table) {
   if (cp_sampler_usage(e, &u) == 0) {
     push_usage(L, &u, cp_sampler_get(e, 0));
     set_int(L, "samples", e->count);
-    set_num(L, "age", now_mono() - e->updated);
+    set_num(L, "age", cp_monotonic() - e->updated);
     lua_pushboolean(L, e->x != NULL && e->mode == CP_FETCH_STREAM);
     lua_setfield(L, -2, "streaming");
     if (e->failed) {

@@ -2,17 +2,12 @@
  * sampler.c - concurrent and persistent stats sampling (see sampler.h).
  */
 #include "sampler.h"
+#include "clock.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double smp_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 cp_sampler *cp_sampler_new(unsigned ring_cap) {
   cp_sampler *s = calloc(1, sizeof *s);
@@ -96,7 +91,7 @@ static void smp_push(cp_sampler *s, cp_sampler_entry *e, const cp_stats_sample *
     e->head = (e->head + 1) % e->ring_cap;
   }
   e->received++;
-  e->updated = smp_now();
+  e->updated = cp_monotonic();
 }
 
 int cp_sampler_usage(const cp_sampler_entry *e, cp_stats_usage *u) {

@@ -153,6 +153,31 @@ describe("TLS against a listener on 127.0.0.1", function()
       assert.matches('"code":"tls"', out, 1, true)
     end)
 
+  it("applies the same TLS settings to a hijacked connection (exec with stdin) as to requests",
+    function()
+      -- both kinds of handle get their CA/verify settings from one place
+      -- (cp_client_setup_easy): a wrong CA fails the handshake of a hijack
+      local core = require("ctrlplane.docker.core")
+      local function client(ca)
+        return core.client({host = "tcp://127.0.0.1:" .. port, tls = true, tls_verify = true,
+          ca = dir .. "/" .. ca .. "/ca.pem", timeout = 5})
+      end
+      local wrong = client("wrong")
+      local raw, msg, code = wrong:hijack("POST", "/v1.41/exec/x/start", "{}", {timeout = 5})
+      wrong:close()
+      assert.is_nil(raw)
+      assert.matches("certificate", msg)
+      assert.are.equal("tls", code, msg)
+      local right = client("right")
+      raw, msg, code = right:hijack("POST", "/v1.41/exec/x/start", "{}", {timeout = 1})
+      right:close()
+      if raw then raw:close() end
+      -- the handshake passed and the request went out; openssl's test server
+      -- never answers a POST, so the wait for the response head runs out
+      assert.is_nil(raw)
+      assert.are.equal("timeout", code, msg)
+    end)
+
   it("with DOCKER_CERT_PATH alone does not talk TLS unchecked: it says to set DOCKER_TLS_VERIFY",
     function()
       -- even with the right CA there: no verification asked for means no TLS (as docker)
