@@ -47,6 +47,15 @@ int cp_demux_ts_prefix(const char *p, size_t n) {
 
 /* ---- state ------------------------------------------------------------------- */
 
+int cp_frame_header(const char *p, size_t n, int *stream, size_t *size) {
+  if (n < 8) return 0;
+  const unsigned char *u = (const unsigned char *)p;
+  if (u[0] > 2) return -1; /* bytes 1-3 are padding */
+  *stream = u[0];
+  *size = ((size_t)u[4] << 24) | ((size_t)u[5] << 16) | ((size_t)u[6] << 8) | (size_t)u[7];
+  return 1;
+}
+
 void cp_demux_init(cp_demux *d, const cp_demux_opts *o) {
   memset(d, 0, sizeof *d);
   if (o) d->o = *o;

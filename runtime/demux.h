@@ -123,6 +123,12 @@ const char *cp_demux_stream_name(int stream);
  * more bytes than n). */
 int cp_demux_ts_prefix(const char *p, size_t n);
 
+/* One frame header of Docker's multiplexed stream at p (n bytes): returns 1
+ * and sets *stream (0 stdin, 1 stdout, 2 stderr) and *size when the 8-byte
+ * header is there, 0 when fewer than 8 bytes are, -1 when it is not a frame
+ * header. Byte-exact payloads (exec output) are cut with it. */
+int cp_frame_header(const char *p, size_t n, int *stream, size_t *size);
+
 /* Growable output buffer for the renderers. */
 typedef struct cp_demux_out {
   char *data;

@@ -18,6 +18,10 @@
  *       "service" in JSON), opts.prefix (text before every line),
  *       opts.timestamps (text lines start with the time)
  *   demuxer:stats()               -> {bytes, events, mode}
+ *   core.split_frames(bytes)      -> pieces, consumed | nil, msg, "protocol"
+ *       the whole frames at the start of bytes, byte-exact (exec output):
+ *       pieces = {"stdout"|"stderr", payload, ...}; consumed = bytes used
+ *       (a frame cut at the end waits for more)
  *   demuxer:close()
  *
  * Bad data returns nil, message, "protocol"; wrong arguments raise.
@@ -240,6 +244,28 @@ static int l_dstats(lua_State *L) {
   return 1;
 }
 
+static int l_split_frames(lua_State *L) {
+  size_t n;
+  const char *p = luaL_checklstring(L, 1, &n);
+  size_t pos = 0;
+  lua_Integer k = 0;
+  lua_newtable(L);
+  for (;;) {
+    int stream;
+    size_t size;
+    int r = cp_frame_header(p + pos, n - pos, &stream, &size);
+    if (r < 0) return cp_lua_fail(L, "malformed stream header from the Docker daemon", "protocol", 0);
+    if (r == 0 || n - pos - 8 < size) break;
+    lua_pushstring(L, stream == 2 ? "stderr" : "stdout");
+    lua_rawseti(L, -2, ++k);
+    lua_pushlstring(L, p + pos + 8, size);
+    lua_rawseti(L, -2, ++k);
+    pos += 8 + size;
+  }
+  lua_pushinteger(L, (lua_Integer)pos);
+  return 2;
+}
+
 static const luaL_Reg demux_methods[] = {
     {"feed", l_feed},     {"finish", l_finish}, {"render", l_render},
     {"render_finish", l_render_finish}, {"stats", l_dstats}, {"close", ld_close},
@@ -257,6 +283,8 @@ void cp_open_demux(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_demux);
   lua_setfield(L, -2, "demux");
+  lua_pushcfunction(L, l_split_frames);
+  lua_setfield(L, -2, "split_frames");
   lua_pushinteger(L, (lua_Integer)CP_DEMUX_MAX_LINE);
   lua_setfield(L, -2, "demux_max_line");
 }

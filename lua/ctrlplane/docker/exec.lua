@@ -70,23 +70,21 @@ local function new_token()
   return string.format("%x%08x%x", os.time(), math.random(0, 0x7fffffff), counter)
 end
 
--- Splits Docker's multiplexed frames as bytes arrive; calls out(stream,
--- bytes) for each payload piece (out returns nil, message, code to stop).
--- Returns a feed function and a check that nothing is left half-read.
+-- Splits Docker's multiplexed frames as bytes arrive (the C core cuts
+-- them: core.split_frames); calls out(stream, bytes) for each payload piece
+-- (out returns nil, message, code to stop). Returns a feed function and a
+-- check that nothing is left half-read.
 local function frame_splitter(out)
   local buf = ""
   local function feed(chunk)
     buf = buf .. chunk
-    local pos = 1
-    while #buf - pos + 1 >= 8 do
-      local stream, size = string.unpack(">BxxxI4", buf, pos)
-      if stream > 2 then return nil, "malformed stream header from the Docker daemon", "protocol" end
-      if #buf - pos + 1 < 8 + size then break end
-      local ok, err, code = out(stream == 2 and "stderr" or "stdout", buf:sub(pos + 8, pos + 7 + size))
-      if not ok then return nil, err, code end
-      pos = pos + 8 + size
+    local pieces, used, code = core.split_frames(buf)
+    if not pieces then return nil, used, code end
+    for i = 1, #pieces, 2 do
+      local ok, err, ecode = out(pieces[i], pieces[i + 1])
+      if not ok then return nil, err, ecode end
     end
-    buf = buf:sub(pos)
+    buf = buf:sub(used + 1)
     return true
   end
   local function rest() return #buf end
