@@ -270,7 +270,7 @@ describe("swarm backend #swarm", function()
     -- an annotation only: the service's labels change, no task is replaced
     req.services[1].annotations = {["example.com/owner"] = "team-b"}
     local fourth = assert(p:provision(req))
-    assert.equal("replaced", fourth.metadata.changes.web:match("^%a+"))
+    assert.equal("replaced", fourth.changes.web:match("^%a+"))
     local svc = swarm.get(l.manager, "/services/cp-" .. id .. "-web")
     assert.equal("team-b", svc.Spec.Labels["example.com/owner"])
     assert.is_true(assert(p:status(id)).ready)

@@ -274,18 +274,15 @@ function P:_current(svc)
   return e
 end
 
-function P:provision(req, opts)
-  opts = opts or {}
-  local r, verr, vcode, verrors = validate.provision(req, self.cfg)
-  if not r then return nil, verr, vcode, verrors end
+-- What this backend cannot apply yet is refused, never dropped silently
+-- (the engine backend materializes config_files and secrets).
+local function refuse_unsupported(r)
   local list_errs = {}
   for i, s in ipairs(r.services) do
     local f = s.field or string.format("services[%d]", i - 1)
     if s.resources and (s.resources.disk_mb or 0) > 0 then
       list_errs[#list_errs + 1] = {field = f .. ".resources.disk_mb", message = NO_DISK_LIMIT}
     end
-    -- never dropped silently: the engine backend materializes these
-    -- (material.lua), this backend does not yet
     if s.config_files then
       list_errs[#list_errs + 1] = {field = f .. ".config_files", message = NO_FILES}
     end
@@ -295,19 +292,13 @@ function P:provision(req, opts)
   end
   if #list_errs > 0 then return nil, "invalid request: " .. list_errs[1].field .. ": "
     .. list_errs[1].message, "invalid", list_errs end
-  local pol, perr, pcode = gate.load(self, {"rollout", "status", "reprovision"})
-  if not pol then return nil, perr, pcode end
-  local waves, werr, wcode = gate.plan(pol.rollout, r.services)
-  if not waves then return nil, werr, wcode end
-  local inst = specbuild.instance_info(r)
-  local id = r.instance_id
-  local specs = {}
-  for _, s in ipairs(r.services) do specs[s.name] = s end
+  return true
+end
 
-  local existing, list = cluster.services_by_name(self, id)
-  if not existing then return nil, list, "unreachable" end
-  -- what exists already, and what scripts/reprovision.lua does with it
-  local actions, reasons, changes = {}, {}, false
+-- What exists already, and what scripts/reprovision.lua does with it.
+-- Returns actions, reasons.
+function P:_decide(pol, r, inst, existing)
+  local actions, reasons = {}, {}
   if next(existing) then
     local desired, current = {}, {}
     for i, s in ipairs(r.services) do
@@ -323,35 +314,119 @@ function P:provision(req, opts)
     if not decided then return nil, why, dcode end
     actions, reasons = decided, why
   end
+  for _, s in ipairs(r.services) do actions[s.name] = actions[s.name] or "create" end
+  return actions, reasons
+end
+
+-- The release, recorded in the history when something is created or
+-- replaced; its id from the request or the rollout policy. Returns
+-- release, history (JSON) or nil, nil when nothing changes.
+local function provision_release(pol, id, specs, list, release, first)
+  local past = history_of(list)
+  local keep, herr, hcode = gate.history_max(pol.rollout)
+  if not keep then return nil, herr, hcode end
+  if not release then
+    release, herr, hcode = gate.release_id(pol.rollout, {instance_id = id, kind = "provision",
+      first = first}, release_history.ids(past))
+    if not release then return nil, herr, hcode end
+  end
+  return release, release_history.record_release(past, release, release_history.snapshot(specs), keep)
+end
+
+-- Carries out one service's action; returns the service to wait for
+-- ({id, name, n}), false when there is none, or nil, message, code.
+function P:_provision_service(pv, name)
+  local s, a, existing, opts = pv.specs[name], pv.actions[name], pv.existing, pv.opts
+  local body = sspec.service_spec(self.cfg, pv.inst, s, {release = pv.release, history = pv.history})
+  if a == "replace" and s.role == "init" then
+    -- a changed init job runs again: a job service cannot be updated in place
+    local rok, rerr, rcode = self:_remove({existing[name].ID}, pv.id, false)
+    if not rok then return nil, rerr, rcode end
+    a = "create"
+  end
+  if a == "create" then
+    local res, err, code = self.engine:post("/services/create", nil, body)
+    if not res then return nil, string.format("creating service %s: %s", name, err), code end
+    pv.created[#pv.created + 1] = res.ID
+    pv.ids[name] = res.ID
+    emit(opts, {type = "service", service = name, action = "created", container = res.ID})
+    if s.role == "init" then
+      local jok, jerr, jcode = self:_wait_job(res.ID, name)
+      if not jok then return nil, jerr, jcode end
+      emit(opts, {type = "service", service = name, action = "completed", container = res.ID})
+      return false
+    end
+    return {id = res.ID, name = name, n = body.Mode.Replicated.Replicas}
+  elseif a == "replace" then
+    local cur = existing[name]
+    local uok, uerr, ucode = self:_update(cur, body)
+    if not uok then return nil, uerr, ucode end
+    uok, uerr, ucode = self:_wait_update(cur, name,
+      self.cfg.ready_timeout * math.max(1, body.Mode.Replicated.Replicas) + 30)
+    if not uok then return nil, uerr, ucode end
+    emit(opts, {type = "service", service = name, action = "replaced", container = cur.ID})
+    return {id = cur.ID, name = name, n = body.Mode.Replicated.Replicas}
+  elseif a == "start" and s.role ~= "init" then
+    -- same spec, stopped: its replicas back
+    local cur = existing[name]
+    local sbody = util.copy(cur.Spec)
+    local saved = tonumber(sbody.Labels[STOPPED_REPLICAS] or "")
+    if saved then
+      sbody.Labels[STOPPED_REPLICAS] = nil
+      sbody.Mode.Replicated.Replicas = saved
+      local uok, uerr, ucode = self:_update(cur, sbody)
+      if not uok then return nil, uerr, ucode end
+    end
+    emit(opts, {type = "service", service = name, action = "started", container = cur.ID})
+    return {id = cur.ID, name = name, n = sbody.Mode.Replicated.Replicas}
+  end
+  emit(opts, {type = "service", service = name, action = "kept", container = existing[name].ID})
+  if s.role == "init" then return false end
+  return {id = existing[name].ID, name = name,
+    n = (((existing[name].Spec.Mode or {}).Replicated or {}).Replicas) or 1}
+end
+
+function P:provision(req, opts)
+  opts = opts or {}
+  local r, verr, vcode, verrors = validate.provision(req, self.cfg)
+  if not r then return nil, verr, vcode, verrors end
+  local rok, rerr, rcode, rerrors = refuse_unsupported(r)
+  if not rok then return nil, rerr, rcode, rerrors end
+  local pol, perr, pcode = gate.load(self, {"rollout", "status", "reprovision"})
+  if not pol then return nil, perr, pcode end
+  local waves, werr, wcode = gate.plan(pol.rollout, r.services)
+  if not waves then return nil, werr, wcode end
+  local inst = specbuild.instance_info(r)
+  local id = r.instance_id
+  local specs = {}
+  for _, s in ipairs(r.services) do specs[s.name] = s end
+
+  local existing, list = cluster.services_by_name(self, id)
+  if not existing then return nil, list, "unreachable" end
+  local actions, reasons, dcode = self:_decide(pol, r, inst, existing)
+  if not actions then return nil, reasons, dcode end
+  local changes = false
   for _, s in ipairs(r.services) do
-    actions[s.name] = actions[s.name] or "create"
     if actions[s.name] == "create" or actions[s.name] == "replace" then changes = true end
   end
   local doomed = {}
   for name, cur in pairs(existing) do
     if actions[name] == "remove" then doomed[#doomed + 1] = cur.ID end
   end
-  -- the release: recorded in the history when something is created or
-  -- replaced; its id from the request or the rollout policy
-  local release = opts.release_id
-  local history = nil
+  local release, history = opts.release_id, nil
   if changes then
-    local past = history_of(list)
-    local keep, herr, hcode = gate.history_max(pol.rollout)
-    if not keep then return nil, herr, hcode end
-    if not release then
-      release, herr, hcode = gate.release_id(pol.rollout, {instance_id = id, kind = "provision",
-        first = next(existing) == nil}, release_history.ids(past))
-      if not release then return nil, herr, hcode end
-    end
-    history = release_history.record_release(past, release, release_history.snapshot(specs), keep)
+    local hcode
+    release, history, hcode = provision_release(pol, id, specs, list, release, next(existing) == nil)
+    if not release then return nil, history, hcode end
   end
   local warn = cluster.mode_warning(self.cfg)
   if warn then emit(opts, {type = "warning", message = warn}) end
 
-  local created, made_network = {}, false
+  local pv = {id = id, inst = inst, specs = specs, actions = actions, existing = existing,
+    opts = opts, release = release, history = history, created = {}, ids = {}}
+  local made_network = false
   local function abort(e, c)
-    self:_remove(created, id, made_network)
+    self:_remove(pv.created, id, made_network)
     if made_network then self:_remove_volumes(id) end
     return nil, e, c
   end
@@ -364,62 +439,13 @@ function P:provision(req, opts)
   if not ok then return nil, made, ncode end
   made_network = made
 
-  local ids = {}
-  for name, cur in pairs(existing) do ids[name] = cur.ID end
+  for name, cur in pairs(existing) do pv.ids[name] = cur.ID end
   for _, wave in ipairs(waves) do
     local waiting = {}
     for _, name in ipairs(wave) do
-      local s, a = specs[name], actions[name]
-      local body = sspec.service_spec(self.cfg, inst, s, {release = release, history = history})
-      if a == "replace" and s.role == "init" then
-        -- a changed init job runs again: a job service cannot be updated in place
-        local rok, rerr, rcode = self:_remove({existing[name].ID}, id, false)
-        if not rok then return abort(rerr, rcode) end
-        a = "create"
-      end
-      if a == "create" then
-        local res, err, code = self.engine:post("/services/create", nil, body)
-        if not res then return abort(string.format("creating service %s: %s", name, err), code) end
-        created[#created + 1] = res.ID
-        ids[name] = res.ID
-        emit(opts, {type = "service", service = name, action = "created", container = res.ID})
-        if s.role == "init" then
-          local jok, jerr, jcode = self:_wait_job(res.ID, name)
-          if not jok then return abort(jerr, jcode) end
-          emit(opts, {type = "service", service = name, action = "completed", container = res.ID})
-        else
-          waiting[#waiting + 1] = {id = res.ID, name = name,
-            n = body.Mode.Replicated.Replicas}
-        end
-      elseif a == "replace" then
-        local cur = existing[name]
-        local uok, uerr, ucode = self:_update(cur, body)
-        if not uok then return abort(uerr, ucode) end
-        uok, uerr, ucode = self:_wait_update(cur, name,
-          self.cfg.ready_timeout * math.max(1, body.Mode.Replicated.Replicas) + 30)
-        if not uok then return abort(uerr, ucode) end
-        emit(opts, {type = "service", service = name, action = "replaced", container = cur.ID})
-        waiting[#waiting + 1] = {id = cur.ID, name = name, n = body.Mode.Replicated.Replicas}
-      elseif a == "start" and s.role ~= "init" then
-        -- same spec, stopped: its replicas back
-        local cur = existing[name]
-        local sbody = util.copy(cur.Spec)
-        local saved = tonumber(sbody.Labels[STOPPED_REPLICAS] or "")
-        if saved then
-          sbody.Labels[STOPPED_REPLICAS] = nil
-          sbody.Mode.Replicated.Replicas = saved
-          local uok, uerr, ucode = self:_update(cur, sbody)
-          if not uok then return abort(uerr, ucode) end
-        end
-        emit(opts, {type = "service", service = name, action = "started", container = cur.ID})
-        waiting[#waiting + 1] = {id = cur.ID, name = name, n = sbody.Mode.Replicated.Replicas}
-      else
-        emit(opts, {type = "service", service = name, action = "kept", container = existing[name].ID})
-        if s.role ~= "init" then
-          waiting[#waiting + 1] = {id = existing[name].ID, name = name,
-            n = (((existing[name].Spec.Mode or {}).Replicated or {}).Replicas) or 1}
-        end
-      end
+      local w, err, code = self:_provision_service(pv, name)
+      if w == nil then return abort(err, code) end
+      if w then waiting[#waiting + 1] = w end
     end
     for _, w in ipairs(waiting) do
       local wok, werr2, wcode2 = self:_wait_running(w.id, w.name, w.n)
@@ -430,10 +456,11 @@ function P:provision(req, opts)
   local st = self:status(id)
   return {
     provider_ref = project.provider_ref(id),
-    service_refs = ids,
+    service_refs = pv.ids,
     endpoints = st and st.endpoints or json.array({}),
+    changes = changes_of(actions, reasons),
     metadata = {project = project.name(id), network = project.network_name(id), backend = "swarm",
-      warning = warn, changes = changes_of(actions, reasons)},
+      warning = warn},
   }
 end
 
