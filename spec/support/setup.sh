@@ -36,13 +36,31 @@ ping_daemon() { curl -sf --max-time 2 --unix-socket "$SOCK" http://localhost/_pi
 if ! ping_daemon; then
   [ "$(id -u)" = 0 ] || die "no Docker daemon answers on $SOCK and not root to start one"
   log "starting dockerd (log: /var/log/cpdocker-dockerd.log)"
-  # a pid file left by a daemon that died would stop the new one
+  # a daemon that is still shutting down holds its pid file: wait for it to
+  # go; a pid file left by a daemon that died would stop the new one
+  for _ in $(seq 1 60); do
+    [ -f /var/run/docker.pid ] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null || break
+    sleep 0.5
+  done
   if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
     rm -f /var/run/docker.pid
   fi
-  setsid nohup dockerd --ip 127.0.0.1 >>/var/log/cpdocker-dockerd.log 2>&1 </dev/null &
+  start_dockerd() {
+    setsid nohup dockerd --ip 127.0.0.1 >>/var/log/cpdocker-dockerd.log 2>&1 </dev/null &
+    DOCKERD_PID=$!
+  }
+  start_dockerd
   for _ in $(seq 1 120); do
     ping_daemon && break
+    # it exited at once (e.g. a pid file still held): start it once more
+    if ! kill -0 "$DOCKERD_PID" 2>/dev/null && [ -z "${DOCKERD_RETRIED:-}" ]; then
+      DOCKERD_RETRIED=1
+      sleep 1
+      if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+        rm -f /var/run/docker.pid
+      fi
+      start_dockerd
+    fi
     sleep 0.5
   done
   ping_daemon || { tail -20 /var/log/cpdocker-dockerd.log >&2; die "dockerd did not answer within 60 s"; }
