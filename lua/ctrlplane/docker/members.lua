@@ -1,7 +1,9 @@
 -- The project as it is on the engine: members grouped by service and
 -- replica, the spec each container was made from, and the current state a
 -- deploy, rollback or scale works from.
+local engine = require("ctrlplane.docker.engine")
 local json = require("ctrlplane.docker.json")
+local logs = require("ctrlplane.docker.logs")
 local project = require("ctrlplane.docker.project")
 
 local LABEL = project.LABEL
@@ -37,6 +39,48 @@ local function members_by_service(eng, inst_id)
     if not by[svc] then by[svc] = l[1] end
   end
   return by, reps, list
+end
+
+-- The members the manifest names, found by their canonical names (one
+-- inspect each, all at once) instead of a label-filtered listing, whose
+-- cost grows with every container on the daemon (issue 15.3). A container
+-- that has the name but not this instance's labels is not a member (as if
+-- missing). wanted: manifest.read's table. Returns by, reps and list as
+-- members_by_service does (list entries shaped as /containers/json's, for
+-- the release history), and info: replica key -> inspect document.
+local function members_by_name(eng, inst_id, wanted)
+  local calls, slots = {}, {}
+  for name, w in pairs(wanted.services or {}) do
+    for r = 1, math.max(1, math.tointeger(w.replicas) or 1) do
+      local cname = project.container_name(inst_id, name, r)
+      calls[#calls + 1] = {path = "/containers/" .. engine.segment(cname) .. "/json"}
+      slots[#calls] = {service = name, replica = r}
+    end
+  end
+  local by, reps, list, info = {}, {}, {}, {}
+  for i, res in ipairs(eng:batch(calls)) do
+    local slot = slots[i]
+    if res.error and res.code ~= "not_found" then
+      return nil, "inspecting service " .. project.replica_key(slot.service, slot.replica) .. ": "
+        .. res.error, res.code
+    end
+    local c = res.value
+    local labels = c and c.Config and c.Config.Labels or {}
+    if c and labels[LABEL.instance] == inst_id and labels[LABEL.project] == project.name(inst_id)
+        and labels[LABEL.service] == slot.service then
+      c.replica = slot.replica
+      reps[slot.service] = reps[slot.service] or {}
+      table.insert(reps[slot.service], c)
+      info[project.replica_key(slot.service, slot.replica)] = c
+      list[#list + 1] = {Id = c.Id, Names = {c.Name}, Labels = labels,
+        Created = type(c.Created) == "string" and logs.parse_rfc3339(c.Created) or 0}
+    end
+  end
+  for svc, l in pairs(reps) do
+    table.sort(l, function(a, b) return a.replica < b.replica end)
+    by[svc] = l[1]
+  end
+  return by, reps, list, info
 end
 
 local function spec_of(c)
@@ -90,6 +134,7 @@ return {
   service_input = service_input,
   replica_of = replica_of,
   members_by_service = members_by_service,
+  members_by_name = members_by_name,
   spec_of = spec_of,
   current_state = current_state,
 }

@@ -14,6 +14,7 @@ local LABEL = project.LABEL
 local endpoints_of = specbuild.endpoints_of
 local history_of = release_history.history_of
 local inspect_all = steps.inspect_all
+local members_by_name = members.members_by_name
 local members_by_service = members.members_by_service
 local spec_of = members.spec_of
 
@@ -109,33 +110,45 @@ local function service_entry(pol, severity, result, svc, rows, want, count)
   return entry, reps_in
 end
 
+-- The members and their inspect documents: by name when there is a
+-- manifest (flat as the daemon fills), else (an instance made before
+-- manifests, or one whose provision has not finished) by the project's
+-- label-filtered listing.
+local function members_of(eng, instance_id, wanted)
+  if wanted then return members_by_name(eng, instance_id, wanted) end
+  local by, reps, list = members_by_service(eng, instance_id)
+  if not by then return nil, reps, list end
+  local ids = {}
+  for name, l in pairs(reps) do
+    for _, c in ipairs(l) do ids[project.replica_key(name, c.replica)] = c.Id end
+  end
+  local info, err, code = inspect_all({eng = eng}, ids)
+  if not info then return nil, err, code end
+  return by, reps, list, info
+end
+
 function P:status(instance_id)
   local ok, verr = project.validate_id(instance_id)
   if not ok then return nil, verr, "invalid" end
   local pol, perr, pcode = gate.load(self, {"status"})
   if not pol then return nil, perr, pcode end
-  local by, reps, list = members_by_service(self.engine, instance_id)
-  if not by then return nil, reps, list end
   local result = {state = "destroyed", ready = false, restarts = 0, message = "",
     endpoints = json.array({}), services = json.object({}),
     metadata = {project = project.name(instance_id)}}
   local wanted, merr, mcode = manifest.read(self.engine, instance_id)
   if wanted == nil then return nil, merr, mcode end
+  local by, reps, list, info = members_of(self.engine, instance_id, wanted)
+  if not by then return nil, reps, list end
   if not next(by) and not wanted then
     result.message = "no containers"
     return result
   end
   local desired = desired_of(reps, wanted)
-  local ids, counts, spans = {}, {}, {}
+  local counts, spans = {}, {}
   for name, l in pairs(reps) do
     counts[name] = #l
-    for _, c in ipairs(l) do
-      ids[project.replica_key(name, c.replica)] = c.Id
-      spans[name] = math.max(spans[name] or 0, c.replica)
-    end
+    for _, c in ipairs(l) do spans[name] = math.max(spans[name] or 0, c.replica) end
   end
-  local info, err, code = inspect_all({eng = self.engine}, ids)
-  if not info then return nil, err, code end
   local agg_in, specs = {}, {}
   local severity = gate.severity(pol.status)
   for _, name in ipairs(util.sorted_keys(desired)) do
