@@ -8,6 +8,10 @@
 --      same serve; meanwhile status / health_check every 50 ms (latency),
 --      the gaps between events of every subscription, the server's RSS
 --   4. the same N provisions as N separate `cpdocker provision` processes
+--   5. the API floor (serve_floor.sh): the same calls with curl, one
+--      instance alone and N at once; and, during (3), the status and
+--      health_check calls sent raw from a process of their own
+--      (raw_probe.lua): what any client of this daemon sees meanwhile
 --
 -- Targets: wall(3) <= 2x (1); status/health p99 <= 50 ms; no subscription
 -- gap > 200 ms during (3); serve RSS <= 64 MB.
@@ -169,6 +173,11 @@ local ok, err = pcall(function()
     created[#created + 1] = ids[i]
     sent[s:send("provision", two(ids[i]))] = i
   end
+  local probe_dir = (helper.sh("mktemp -d")):gsub("%s+$", "")
+  helper.sh(string.format("lua5.4 spec/bench/raw_probe.lua %s/stop %s/lat %s >/dev/null 2>&1 &",
+    probe_dir, probe_dir, table.concat(tickers, " ")) .. " true")
+  helper.sh(string.format("lua5.4 spec/bench/raw_follow.lua %s/stop %s/gap %s >/dev/null 2>&1 &",
+    probe_dir, probe_dir, table.concat(tickers, " ")) .. " true")
   local done, failures, t_last = 0, 0, 0
   local lat_status, lat_health, lat_idle, idle_probes = {}, {}, {}, {}
   local probes = {}
@@ -226,7 +235,18 @@ local ok, err = pcall(function()
     helper.sleep(0.003)
   end
   drain(true)
+  helper.sh("touch " .. probe_dir .. "/stop")
   max_rss = math.max(max_rss, rss_mb(s.pid))
+  helper.sleep(0.2)
+  local lat_raw = {}
+  for line in io.lines(probe_dir .. "/lat") do
+    local v = tonumber(line:match("%S+%s+(%S+)"))
+    if v then lat_raw[#lat_raw + 1] = v end
+  end
+  local gapf = io.open(probe_dir .. "/gap")
+  local raw_gap = gapf and tonumber(gapf:read("a")) or 0
+  if gapf then gapf:close() end
+  helper.sh("rm -rf " .. probe_dir)
   local worst_gap, ended, quiet, worst_lag, worst_ts_gap = 0, 0, 0, 0, 0
   for _, st in pairs(subs) do
     worst_gap = math.max(worst_gap, st.max_gap)
@@ -247,10 +267,14 @@ local ok, err = pcall(function()
   print(string.format("  status+health p99 %.1f ms (target <= 50 ms); the same probes to an idle serve "
     .. "meanwhile: p50 %.1f ms, p99 %.1f ms", pct(lat_all, 0.99) * 1000, median(lat_idle) * 1000,
     pct(lat_idle, 0.99) * 1000))
+  print(string.format("  the same Docker API calls sent raw from a process of their own meanwhile: "
+    .. "%d probes, p50 %.1f ms, p99 %.1f ms", #lat_raw, median(lat_raw) * 1000, pct(lat_raw, 0.99) * 1000))
   print(string.format("  %d followed log subscriptions over %d instances: largest arrival gap %.0f ms "
     .. "(target <= 200 ms; the tickers' own largest gap between lines %.0f ms), largest delivery lag "
     .. "%.0f ms, %d ended, %d silent", SUBS, LOGS, worst_gap * 1000, worst_ts_gap * 1000,
     worst_lag * 1000, ended, quiet))
+  print(string.format("  the same logs followed raw from a process of their own (one stream a ticker) meanwhile: "
+    .. "largest arrival gap %.0f ms", raw_gap * 1000))
   print(string.format("  serve RSS peak %.1f MB (target <= 64 MB); serve CPU %.2f s over those %.2f s",
     max_rss, cpu_s(s.pid) - cpu0, t_last))
   local la = io.open("/proc/loadavg")
@@ -283,6 +307,16 @@ local ok, err = pcall(function()
   helper.sh("rm -rf " .. dir)
   print(string.format("%d separate `cpdocker provision` processes at once: %.2f s (%.2fx one alone), %d failed; "
     .. "one serve: %.2fx of that", N, t_procs, t_procs / t_alone, pfail, t_last / t_procs))
+  -- 5. the API floor of (1) and (3)
+  local function floor(n)
+    local out = helper.sh(string.format("bash spec/bench/serve_floor.sh %d %s%d", n, tag, n))
+    local t, failed = out:match("([%d.]+)%s+(%d+)")
+    assert(t and tonumber(failed) == 0, "the API floor failed: " .. tostring(out))
+    return tonumber(t)
+  end
+  local f_alone, f_all = floor(1), floor(N)
+  print(string.format("API floor (curl): one instance alone %.2f s; %d at once %.2f s (%.2fx alone); "
+    .. "one serve: %.2fx the floor at once", f_alone, N, f_all, f_all / f_alone, t_last / f_all))
   -- rows of the summary table (spec/bench/lib.sh): work, anchor, anchor, ours, target
   local rows = os.getenv("BENCH_ROWS")
   local out = rows and assert(io.open(rows, "a"))
@@ -291,10 +325,15 @@ local ok, err = pcall(function()
       out:write(string.format("%s\t%s\t%.6f\t%.6f\t%s\n", work, anchor, a, o, target))
     end
     row(N .. " provisions at once, one serve", "one provision alone", t_alone, t_last, "2")
+    row(N .. " provisions at once, one serve", "API floor, " .. N .. " at once (curl)", f_all, t_last, "1.15")
+    row("  API floor, " .. N .. " at once (ref.)", "API floor, one alone (curl)", f_alone, f_all, "-")
     row(N .. " provisions, one serve (ref.)", N .. " cpdocker processes", t_procs, t_last, "-")
     row("status+health p99 meanwhile", "target 50 ms", 0.05, pct(lat_all, 0.99), "1")
+    row("status+health p99 meanwhile", "same API calls raw, p99", pct(lat_raw, 0.99), pct(lat_all, 0.99),
+      "1.15")
     row("  same probes, idle serve p99 (ref.)", "target 50 ms", 0.05, pct(lat_idle, 0.99), "-")
     row("largest log subscription gap", "target 200 ms", 0.2, worst_gap, "1")
+    row("largest log subscription gap", "same logs followed raw", raw_gap, worst_gap, "1.15")
     row("serve peak RSS (MB in the time columns)", "target 64 MB", 64, max_rss, "1")
     out:close()
   end

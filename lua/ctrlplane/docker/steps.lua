@@ -238,7 +238,8 @@ end
 -- last log lines. opts: {timeout, grace} or a timeout in seconds.
 -- Between inspections it waits on the containers' events stream (a health
 -- check result or an exit answers at once) until the next grace period ends,
--- at most 0.25 s; without the stream it polls every 0.1 s.
+-- at most 1 s (for a policy with time rules of its own); without the stream
+-- it polls every 0.1 s.
 -- Returns {key -> inspect} of the ready containers.
 local TERMINAL = {failed = true, stopped = true, destroying = true, destroyed = true}
 
@@ -269,7 +270,7 @@ local function wait_ready(ctx, ids, specs, opts)
     local info, err, code = inspect_all(ctx, ids)
     if not info then return finish(nil, err, code) end
     local pending, why
-    local wake = 0.25 -- seconds until a pending container's grace period ends
+    local wake = 1 -- seconds until a pending container's grace period ends
     for _, key in ipairs(util.sorted_keys(info)) do
       local c = info[key]
       local st = c.State or {}
