@@ -344,59 +344,106 @@ static int raw_fill(lraw *r, char *err, size_t errlen) {
   return 1;
 }
 
+/* One look at the connection (and fd, when >= 0), waiting up to slice_ms
+ * for something to happen: sets *readable (raw:read has bytes or the end),
+ * *writable and *fd_ready. Returns 0, or -1 with a message in err. */
+static int raw_look(lraw *r, int want_write, int fd, long slice_ms, int *readable, int *writable,
+                    int *fd_ready, char *err, size_t errlen) {
+  *writable = *fd_ready = 0;
+  int f = raw_fill(r, err, errlen);
+  if (f < 0) return -1;
+  *readable = f;
+  struct pollfd p[2];
+  nfds_t np = 1;
+  p[0].fd = r->fd;
+  p[0].events = (short)((*readable ? 0 : POLLIN) | (want_write ? POLLOUT : 0));
+  p[0].revents = 0;
+  if (fd >= 0) {
+    p[1].fd = fd;
+    p[1].events = POLLIN;
+    p[1].revents = 0;
+    np = 2;
+  }
+  int n = poll(p, np, (int)(*readable ? 0 : slice_ms));
+  if (n < 0 && errno != EINTR) {
+    snprintf(err, errlen, "poll: %s", strerror(errno));
+    return -1;
+  }
+  if (n > 0) {
+    if (p[0].revents & POLLOUT) *writable = 1;
+    if (p[0].revents & (POLLHUP | POLLERR)) *writable = want_write; /* send reports it */
+    if (np == 2 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) *fd_ready = 1;
+    if (!*readable && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+      f = raw_fill(r, err, errlen);
+      if (f < 0) return -1;
+      *readable = f;
+    }
+  }
+  return 0;
+}
+
+static int push_looked(lua_State *L, int readable, int writable, int fd_ready) {
+  lua_pushboolean(L, readable);
+  lua_pushboolean(L, writable);
+  lua_pushboolean(L, fd_ready);
+  return 3;
+}
+
+/* raw:poll inside a scheduler's task: looks without waiting, else yields
+ * until the socket is ready or the deadline. Stack: 1 raw, 2 timeout, 3
+ * want_write, 4 fd, 5 deadline (seconds, -1: none). A local fd to watch
+ * as well (the CLI's stdin, never a server's) is looked at every 10 ms. */
+static int k_raw_poll(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  if (cp_task_cancelled(L, 5)) return cp_task_fail_cancel(L, 5);
+  lua_settop(L, 5);
+  lraw *r = raw_check(L);
+  int want_write = lua_toboolean(L, 3);
+  int fd = (int)luaL_optinteger(L, 4, -1);
+  double deadline = lua_tonumber(L, 5);
+  int readable, writable, fd_ready;
+  char err[256];
+  if (raw_look(r, want_write, fd, 0, &readable, &writable, &fd_ready, err, sizeof err) != 0)
+    return cp_lua_fail(L, err, "unreachable", 0);
+  if (readable || writable || fd_ready || raw_winch || cp_interrupted ||
+      (deadline >= 0 && cp_monotonic() >= deadline))
+    return push_looked(L, readable, writable, fd_ready);
+  double until = deadline;
+  if (fd >= 0) {
+    double soon = cp_monotonic() + 0.01;
+    if (until < 0 || soon < until) until = soon;
+  }
+  return cp_task_wait(L, 0, until, r->fd, POLLIN | (want_write ? POLLOUT : 0), ctx, k_raw_poll);
+}
+
 static int l_raw_poll(lua_State *L) {
   lraw *r = raw_check(L);
   lua_Number t = luaL_optnumber(L, 2, -1);
   int want_write = lua_toboolean(L, 3);
   int fd = (int)luaL_optinteger(L, 4, -1);
+  if (cp_task_active(L)) {
+    lua_settop(L, 4);
+    lua_pushnumber(L, t >= 0 ? cp_monotonic() + t : -1);
+    return k_raw_poll(L, 0, 0);
+  }
   long deadline = t >= 0 ? cp_monotonic_ms() + (long)(t * 1000.0) : -1;
   int readable = 0, writable = 0, fd_ready = 0;
   char err[256];
   for (;;) {
-    int f = raw_fill(r, err, sizeof err);
-    if (f < 0) return cp_lua_fail(L, err, "unreachable", 0);
-    readable = f;
-    struct pollfd p[2];
-    nfds_t np = 1;
-    p[0].fd = r->fd;
-    p[0].events = (short)((readable ? 0 : POLLIN) | (want_write ? POLLOUT : 0));
-    p[0].revents = 0;
-    if (fd >= 0) {
-      p[1].fd = fd;
-      p[1].events = POLLIN;
-      p[1].revents = 0;
-      np = 2;
-    }
-    long slice = readable ? 0 : 100;
+    long slice = 100;
     if (deadline >= 0) {
       long left = deadline - cp_monotonic_ms();
       if (left < 0) left = 0;
       if (left < slice) slice = left;
     }
-    int n = poll(p, np, (int)slice);
-    if (n < 0 && errno != EINTR) {
-      snprintf(err, sizeof err, "poll: %s", strerror(errno));
+    if (raw_look(r, want_write, fd, slice, &readable, &writable, &fd_ready, err, sizeof err) != 0)
       return cp_lua_fail(L, err, "unreachable", 0);
-    }
-    if (n > 0) {
-      if (p[0].revents & POLLOUT) writable = 1;
-      if (p[0].revents & (POLLHUP | POLLERR)) writable = want_write; /* send reports it */
-      if (np == 2 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) fd_ready = 1;
-      if (!readable && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-        f = raw_fill(r, err, sizeof err);
-        if (f < 0) return cp_lua_fail(L, err, "unreachable", 0);
-        readable = f;
-      }
-    }
     if (readable || writable || fd_ready) break;
     if (cp_interrupted) return cp_lua_fail(L, "interrupted", "interrupted", 0);
     if (raw_winch) break;
     if (deadline >= 0 && cp_monotonic_ms() >= deadline) break;
   }
-  lua_pushboolean(L, readable);
-  lua_pushboolean(L, writable);
-  lua_pushboolean(L, fd_ready);
-  return 3;
+  return push_looked(L, readable, writable, fd_ready);
 }
 
 /* ---- the local terminal ----------------------------------------------------- */

@@ -252,6 +252,28 @@ static int push_entry(lua_State *L, const cp_sampler_entry *e, int as_table) {
   return 1;
 }
 
+static int push_fetched(lua_State *L, lsampler *ls, const char **ids, size_t n);
+
+/* A task's fetch, resumed by the scheduler: stack 1 sampler, 2 ids, 3
+ * opts, 4 id list, 5 client, 6 deadline (-1: none); its transfers were
+ * started by l_sampler_fetch. */
+static int k_sampler_fetch(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  lsampler *ls = sm_check(L, 1);
+  if (cp_task_cancelled(L, 6)) {
+    cp_sampler_fetch_end(ls->s, -1);
+    return cp_task_fail_cancel(L, 6);
+  }
+  lua_settop(L, 6);
+  double deadline = lua_tonumber(L, 6);
+  int done = cp_sampler_fetch_done(ls->s);
+  if (!done && (deadline < 0 || cp_monotonic() < deadline))
+    return cp_task_wait(L, 5, deadline, -1, 0, ctx, k_sampler_fetch);
+  cp_sampler_fetch_end(ls->s, done ? 0 : 1);
+  const char **ids = lua_touserdata(L, 4);
+  return push_fetched(L, ls, ids, (size_t)lua_rawlen(L, 2));
+}
+
 static int l_sampler_fetch(lua_State *L) {
   lsampler *ls = sm_check(L, 1);
   if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
@@ -274,9 +296,19 @@ static int l_sampler_fetch(lua_State *L) {
   int nret;
   cp_client *c = sm_client(L, 1, &nret); /* 5 */
   if (!c) return nret;
-  int r = cp_sampler_fetch(ls->s, c, ids, n, one_shot ? CP_FETCH_ONESHOT : CP_FETCH_SAMPLE,
-                           timeout);
+  int mode = one_shot ? CP_FETCH_ONESHOT : CP_FETCH_SAMPLE;
+  if (cp_task_active(L)) { /* a scheduler's task: wait by yielding, the loop drives */
+    cp_sampler_fetch_start(ls->s, c, ids, n, mode);
+    lua_pushnumber(L, timeout < 0 ? -1 : cp_monotonic() + (double)timeout / 1000.0); /* 6 */
+    return k_sampler_fetch(L, 0, 0);
+  }
+  int r = cp_sampler_fetch(ls->s, c, ids, n, mode, timeout);
   if (r < 0 && cp_interrupted) return cp_lua_fail(L, "interrupted", "interrupted", 0);
+  return push_fetched(L, ls, ids, n);
+}
+
+/* The results of a fetch: id -> usage or {error, code[, status]}. */
+static int push_fetched(lua_State *L, lsampler *ls, const char **ids, size_t n) {
   lua_createtable(L, 0, (int)n);
   for (size_t i = 0; i < n; i++) {
     cp_sampler_entry *e = cp_sampler_find(ls->s, ids[i]);

@@ -229,10 +229,8 @@ static int smp_start(cp_client *c, cp_sampler_entry *e, int mode) {
   return 0;
 }
 
-int cp_sampler_fetch(cp_sampler *s, cp_client *c, const char *const *ids, size_t n,
-                     int mode, long timeout_ms) {
-  cp_xfer **xs = calloc(n ? n : 1, sizeof *xs);
-  if (!xs) return -1;
+size_t cp_sampler_fetch_start(cp_sampler *s, cp_client *c, const char *const *ids, size_t n,
+                              int mode) {
   size_t k = 0;
   for (size_t i = 0; i < n; i++) {
     cp_sampler_entry *e = cp_sampler_add(s, ids[i]);
@@ -243,10 +241,20 @@ int cp_sampler_fetch(cp_sampler *s, cp_client *c, const char *const *ids, size_t
       continue;
     }
     e->mark = 1;
-    xs[k++] = e->x;
+    k++;
   }
-  int r = k ? cp_client_drive(c, xs, k, cp_ready_done, 0, timeout_ms) : 0;
-  free(xs);
+  return k;
+}
+
+int cp_sampler_fetch_done(const cp_sampler *s) {
+  for (size_t i = 0; i < s->n; i++) {
+    const cp_sampler_entry *e = s->e[i];
+    if (e->mark && e->x && !e->x->done) return 0;
+  }
+  return 1;
+}
+
+void cp_sampler_fetch_end(cp_sampler *s, int r) {
   for (size_t i = 0; i < s->n; i++) {
     cp_sampler_entry *e = s->e[i];
     if (!e->mark) continue;
@@ -260,6 +268,25 @@ int cp_sampler_fetch(cp_sampler *s, cp_client *c, const char *const *ids, size_t
     }
     smp_consume(s, e);
   }
+}
+
+int cp_sampler_fetch(cp_sampler *s, cp_client *c, const char *const *ids, size_t n,
+                     int mode, long timeout_ms) {
+  size_t k = cp_sampler_fetch_start(s, c, ids, n, mode);
+  int r = 0;
+  if (k) {
+    cp_xfer **xs = calloc(k, sizeof *xs);
+    if (!xs) {
+      cp_sampler_fetch_end(s, -1);
+      return -1;
+    }
+    size_t j = 0;
+    for (size_t i = 0; i < s->n && j < k; i++)
+      if (s->e[i]->mark && s->e[i]->x) xs[j++] = s->e[i]->x;
+    r = cp_client_drive(c, xs, j, cp_ready_done, 0, timeout_ms);
+    free(xs);
+  }
+  cp_sampler_fetch_end(s, r);
   return r;
 }
 

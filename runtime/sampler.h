@@ -73,6 +73,16 @@ int cp_sampler_usage(const cp_sampler_entry *e, cp_stats_usage *u);
 int cp_sampler_fetch(cp_sampler *s, cp_client *c, const char *const *ids, size_t n,
                      int mode, long timeout_ms);
 
+/* cp_sampler_fetch in three steps, for a caller that drives the client's
+ * transfers itself (a scheduler's task): _start makes the transfers and
+ * returns how many; _done tells whether all of them have finished; _end
+ * (r: 0, 1 timed out, -1 interrupted) gives up on the unfinished ones and
+ * takes the documents of the rest. */
+size_t cp_sampler_fetch_start(cp_sampler *s, cp_client *c, const char *const *ids, size_t n,
+                              int mode);
+int cp_sampler_fetch_done(const cp_sampler *s);
+void cp_sampler_fetch_end(cp_sampler *s, int r);
+
 /* Keeps a stats stream open for each of ids[0..n) (reopening ended ones)
  * and drops the entries of containers not listed. Returns the number of
  * streams opened, or -1 when out of memory. */

@@ -40,6 +40,25 @@ local function arrival(s, ids, timeout)
   end
 end
 
+-- When each of the given replies arrived (helper.clock()).
+local function arrived_at(s, ids, timeout)
+  local deadline = helper.clock() + timeout
+  local at, want = {}, {}
+  for _, id in ipairs(ids) do want[id] = true end
+  while true do
+    s:poll()
+    local now = helper.clock()
+    local all = true
+    for _, m in ipairs(s.msgs) do
+      if m.id and want[m.id] and not at[m.id] then at[m.id] = now end
+    end
+    for _, id in ipairs(ids) do all = all and at[id] ~= nil end
+    if all then return at end
+    assert(now < deadline, "replies did not all arrive in time")
+    helper.sleep(0.01)
+  end
+end
+
 local function by_id(s, id)
   for _, m in ipairs(s.msgs) do
     if m.id == id then return m end
@@ -143,6 +162,69 @@ describe("cpdocker serve, many instances at once", function()
     local bad = s:call("status", {instance_id = d, deadline_ms = -5}, 10)
     assert.are.equal(-32602, bad.error.code)
     assert.are.equal("deadline_ms", bad.error.data.errors[1].field)
+  end)
+end)
+
+describe("cpdocker serve, resources from the daemon's stats API", function()
+  it("answers others while a resources call waits for the daemon's stats (about a second)", function()
+    helper.daemon()
+    local s = rpc_session.start(nil, {CP_DOCKER_STATS_SOURCE = "api"})
+    local a, b = helper.instance_id("cra"), helper.instance_id("crb")
+    finally(function()
+      for _, id in ipairs({a, b}) do s:call("deprovision", {instance_id = id}, 60) end
+      s:close()
+    end)
+    assert.is_nil(s:call("provision", slow(a, 0), 60).error)
+    assert.is_nil(s:call("provision", slow(b, 0), 60).error)
+    local r = s:send("resources", {instance_id = a})
+    local t_r = helper.clock()
+    helper.sleep(0.3) -- the stats are being fetched now
+    local st = s:send("status", {instance_id = b})
+    local hc = s:send("health_check")
+    local t_sent = helper.clock()
+    local at = arrived_at(s, {r, st, hc}, 60)
+    -- the stats API answers after the daemon's collector ticks (~1 s); the
+    -- others are answered meanwhile, not once the fetch is over
+    assert.is_true(at[r] - t_r >= 0.8, "the stats API answered at once: nothing was measured")
+    assert.is_true(at[st] - t_sent < 0.4 and at[hc] - t_sent < 0.4,
+      string.format("answered %.2f s / %.2f s after they were sent, behind the stats fetch (%.2f s)",
+        at[st] - t_sent, at[hc] - t_sent, at[r] - t_r))
+    local res = s:reply(r, 1)
+    assert.is_nil(res.error, json.encode(res.error))
+    assert.are.equal("api", res.result.metadata.source)
+    assert.are.equal("running", s:reply(st, 1).result.state)
+    assert.is_true(s:reply(hc, 1).result.healthy)
+  end)
+end)
+
+describe("cpdocker serve, an exec that takes its time", function()
+  it("answers others while a command runs in one instance's container", function()
+    helper.daemon()
+    local s = rpc_session.start()
+    local a, b = helper.instance_id("cxa"), helper.instance_id("cxb")
+    finally(function()
+      for _, id in ipairs({a, b}) do s:call("deprovision", {instance_id = id}, 60) end
+      s:close()
+    end)
+    assert.is_nil(s:call("provision", slow(a, 0), 60).error)
+    assert.is_nil(s:call("provision", slow(b, 0), 60).error)
+    local x = s:send("exec", {instance_id = a,
+      request = {command = {"sh", "-c", "sleep 2; echo slept"}}})
+    local t_x = helper.clock()
+    helper.sleep(0.3) -- the command is running now
+    local st = s:send("status", {instance_id = b})
+    local hc = s:send("health_check")
+    local t_sent = helper.clock()
+    local at = arrived_at(s, {x, st, hc}, 60)
+    assert.is_true(at[x] - t_x >= 2)
+    assert.is_true(at[st] - t_sent < 0.4 and at[hc] - t_sent < 0.4,
+      string.format("answered %.2f s / %.2f s after they were sent, behind the exec",
+        at[st] - t_sent, at[hc] - t_sent))
+    local res = s:reply(x, 1)
+    assert.is_nil(res.error, json.encode(res.error))
+    assert.are.equal(0, res.result.exit_code)
+    assert.are.equal("slept\n", require("ctrlplane.docker.util").unbase64(res.result.stdout))
+    assert.are.equal("running", s:reply(st, 1).result.state)
   end)
 end)
 

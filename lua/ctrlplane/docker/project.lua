@@ -104,11 +104,17 @@ function project.provider_ref(id) return "docker:cp-" .. id end
 -- Both labels must match (Docker ANDs label filters): a container is a
 -- member only when labelled for this very instance.
 function project.members(eng, id, opts)
-  return eng:get("/containers/json", {
+  local call = project.members_call(id)
+  return eng:get(call.path, call.query, opts)
+end
+
+-- The same listing as a call for Engine:batch.
+function project.members_call(id)
+  return {path = "/containers/json", query = {
     all = true,
     filters = engine.filters({label = {project.LABEL.project .. "=" .. project.name(id),
       project.LABEL.instance .. "=" .. id}}),
-  }, opts)
+  }}
 end
 
 -- The service a listed container belongs to.

@@ -504,23 +504,25 @@ function P:deprovision(instance_id)
   local ok, verr = project.validate_id(instance_id)
   if not ok then return nil, verr, "invalid" end
   local eng = self.engine
-  local list, err, code = project.members(eng, instance_id)
-  if not list then return nil, err, code end
-  local ids = {}
-  for i, c in ipairs(list) do ids[i] = c.Id end
-  ok, err, code = remove_containers(eng, ids)
-  if not ok then return nil, err, code end
+  -- the members, the network and the volumes are looked up at once (the
+  -- removal of a container changes neither of the other two lists)
   local filter = engine.filters({label = {LABEL.project .. "=" .. project.name(instance_id)}})
-  local found = eng:batch({{path = "/networks", query = {filters = filter}},
+  local found = eng:batch({project.members_call(instance_id),
+    {path = "/networks", query = {filters = filter}},
     {path = "/volumes", query = {filters = filter}}})
   for _, r in ipairs(found) do
     if r.error then return nil, r.error, r.code end
   end
+  local ids = {}
+  for i, c in ipairs(found[1].value) do ids[i] = c.Id end
+  local err, code
+  ok, err, code = remove_containers(eng, ids)
+  if not ok then return nil, err, code end
   local calls = {}
-  for _, n in ipairs(found[1].value) do
+  for _, n in ipairs(found[2].value) do
     calls[#calls + 1] = {method = "DELETE", path = "/networks/" .. seg(n.Id)}
   end
-  for _, v in ipairs(found[2].value.Volumes or {}) do
+  for _, v in ipairs(found[3].value.Volumes or {}) do
     calls[#calls + 1] = {method = "DELETE", path = "/volumes/" .. seg(v.Name)}
   end
   for _, r in ipairs(eng:batch(calls)) do

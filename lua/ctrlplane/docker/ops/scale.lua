@@ -38,8 +38,83 @@ local function record(p, cur, main, want)
   return manifest.write(p.engine, cur.inst, services)
 end
 
+-- Live limits on the containers there are (same containers).
+local function apply_limits(eng, main, reps, rs)
+  local update = {}
+  if rs.cpu_millis then
+    update.NanoCpus = rs.cpu_millis * 1000000
+  end
+  if rs.memory_mb then
+    update.Memory = rs.memory_mb * 1048576
+    update.MemorySwap = rs.memory_mb > 0 and 2 * rs.memory_mb * 1048576 or -1
+  end
+  if not next(update) then return true end
+  local calls = {}
+  for i, c in ipairs(reps) do
+    calls[i] = {method = "POST", path = "/containers/" .. seg(c.Id) .. "/update", body = update}
+  end
+  for i, r in ipairs(eng:batch(calls)) do
+    if r.error then
+      return nil, string.format("updating %s replica %d: %s", main.name, reps[i].replica or 1,
+        r.error), r.code
+    end
+  end
+  return true
+end
+
+-- Up: the new replicas (the lowest free numbers) carry the recorded spec
+-- (same spec hash as the others) and run with the limits the others run
+-- with now, so a scale sticks; all of them ready, or none is left.
+local function scale_up(p, cur, main, reps, want, opts)
+  for _, port in ipairs(main.ports or {}) do
+    if port.host then
+      return nil, string.format("replicas: service %s publishes the fixed host port %d, which "
+        .. "%d replicas cannot share", main.name, port.host, want), "invalid"
+    end
+  end
+  local eng = p.engine
+  local first = cur.by[main.name]
+  local ctx = new_ctx(p, cur.inst, {on_event = opts.on_event,
+    release = (first.Labels or {})[LABEL.release]})
+  ctx.history = (first.Labels or {})[LABEL.releases]
+  local live, lerr, lcode = eng:get("/containers/" .. seg(first.Id) .. "/json")
+  if not live then return nil, "inspecting service " .. main.name .. ": " .. lerr, lcode end
+  local h = live.HostConfig or {}
+  ctx.limits = {[main.name] = {cpu_millis = (h.NanoCpus or 0) // 1000000,
+    memory_mb = (h.Memory or 0) // 1048576}}
+  local units, keys, used, rep = {}, {}, {}, 0
+  for _, c in ipairs(reps) do used[c.replica or 1] = true end
+  for _ = #reps + 1, want do
+    repeat rep = rep + 1 until not used[rep]
+    local u = replica_unit(ctx, main, rep)
+    units[#units + 1] = u
+    keys[#keys + 1] = u.key
+  end
+  -- stateful_set: the new replicas get (or find again) their own volumes
+  local top = rep
+  for r in pairs(used) do top = math.max(top, r) end
+  local ok, err, code = network.ensure_volumes(ctx, {main}, {[main.name] = top})
+  if not ok then return nil, "scaling " .. main.name .. " up: " .. err, code end
+  local ids
+  ids, err, code = create_containers(ctx, units)
+  if ids then
+    ok, err, code = start_containers(ctx, keys, ids)
+    if ok then
+      local specs = {}
+      for _, k in ipairs(keys) do specs[k] = main end
+      ok, err, code = wait_ready(ctx, ids, specs)
+    end
+  end
+  if not ids or not ok then
+    remove_containers(eng, ctx.created)
+    return nil, "scaling " .. main.name .. " up: " .. err, code
+  end
+  return true
+end
+
 -- scale: live CPU/memory limits on the main service (same containers) and
--- its number of replicas.
+-- its number of replicas (down: the scale policy picks the replicas that
+-- go). The manifest records the new number once it is there.
 function P:scale(instance_id, spec, opts)
   opts = opts or {}
   local ok, verr = project.validate_id(instance_id)
@@ -63,86 +138,19 @@ function P:scale(instance_id, spec, opts)
       .. "running container (it is %s; re-provision with the new disk_mb)",
       tostring((main.resources or {}).disk_mb or 0)), "invalid"
   end
-  local eng = self.engine
   local reps = cur.reps[main.name] or {cur.by[main.name]}
-
-  -- limits, live, on the containers there are
-  local update = {}
-  if rs.cpu_millis then
-    update.NanoCpus = rs.cpu_millis * 1000000
-  end
-  if rs.memory_mb then
-    update.Memory = rs.memory_mb * 1048576
-    update.MemorySwap = rs.memory_mb > 0 and 2 * rs.memory_mb * 1048576 or -1
-  end
-  if next(update) then
-    local calls = {}
-    for i, c in ipairs(reps) do
-      calls[i] = {method = "POST", path = "/containers/" .. seg(c.Id) .. "/update", body = update}
-    end
-    for i, r in ipairs(eng:batch(calls)) do
-      if r.error then
-        return nil, string.format("updating %s replica %d: %s", main.name, reps[i].replica or 1,
-          r.error), r.code
-      end
-    end
-  end
-
+  ok, err, code = apply_limits(self.engine, main, reps, rs)
+  if not ok then return nil, err, code end
   local want = rs.replicas
   if not want then return true end
-  if want == #reps then return record(self, cur, main, want) end
   if want > #reps then
-    for _, port in ipairs(main.ports or {}) do
-      if port.host then
-        return nil, string.format("replicas: service %s publishes the fixed host port %d, which "
-          .. "%d replicas cannot share", main.name, port.host, want), "invalid"
-      end
-    end
-    -- the new replicas carry the recorded spec (same spec hash as the
-    -- others) and run with the limits the others run with now: a scale sticks
-    local s = main
-    local ctx = new_ctx(self, cur.inst, {on_event = opts.on_event,
-      release = (cur.by[main.name].Labels or {})[LABEL.release]})
-    ctx.history = (cur.by[main.name].Labels or {})[LABEL.releases]
-    local live, lerr, lcode = eng:get("/containers/" .. seg(cur.by[main.name].Id) .. "/json")
-    if not live then return nil, "inspecting service " .. main.name .. ": " .. lerr, lcode end
-    local h = live.HostConfig or {}
-    ctx.limits = {[main.name] = {cpu_millis = (h.NanoCpus or 0) // 1000000,
-      memory_mb = (h.Memory or 0) // 1048576}}
-    local units, keys, used, rep = {}, {}, {}, 0
-    for _, c in ipairs(reps) do used[c.replica or 1] = true end
-    for _ = #reps + 1, want do -- the lowest free replica numbers
-      repeat rep = rep + 1 until not used[rep]
-      local u = replica_unit(ctx, s, rep)
-      units[#units + 1] = u
-      keys[#keys + 1] = u.key
-    end
-    -- stateful_set: the new replicas get (or find again) their own volumes
-    local top = rep
-    for r in pairs(used) do top = math.max(top, r) end
-    ok, err, code = network.ensure_volumes(ctx, {main}, {[main.name] = top})
-    if not ok then return nil, "scaling " .. main.name .. " up: " .. err, code end
-    local ids
-    ids, err, code = create_containers(ctx, units)
-    if ids then
-      ok, err, code = start_containers(ctx, keys, ids)
-      if ok then
-        local specs = {}
-        for _, k in ipairs(keys) do specs[k] = s end
-        ok, err, code = wait_ready(ctx, ids, specs)
-      end
-    end
-    if not ids or not ok then
-      remove_containers(eng, ctx.created)
-      return nil, "scaling " .. main.name .. " up: " .. err, code
-    end
-    return record(self, cur, main, want)
+    ok, err, code = scale_up(self, cur, main, reps, want, opts)
+  elseif want < #reps then
+    local doomed
+    doomed, err, code = gate.retire(pol.scale, reps, want)
+    if not doomed then return nil, err, code end
+    ok, err, code = remove_containers(self.engine, doomed)
   end
-  -- down: the scale policy picks the replicas that go
-  local doomed
-  doomed, err, code = gate.retire(pol.scale, reps, want)
-  if not doomed then return nil, err, code end
-  ok, err, code = remove_containers(eng, doomed)
   if not ok then return nil, err, code end
   return record(self, cur, main, want)
 end

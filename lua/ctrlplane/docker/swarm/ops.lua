@@ -335,6 +335,19 @@ end
 
 -- Carries out one service's action; returns the service to wait for
 -- ({id, name, n}), false when there is none, or nil, message, code.
+-- A stopped service's replicas back (stop keeps their number in a label).
+-- Returns how many replicas it runs from now on.
+function P:_restore_replicas(svc)
+  local body = util.copy(svc.Spec)
+  local saved = tonumber(body.Labels[STOPPED_REPLICAS] or "")
+  if not saved then return body.Mode.Replicated.Replicas end
+  body.Labels[STOPPED_REPLICAS] = nil
+  body.Mode.Replicated.Replicas = saved
+  local ok, err, code = self:_update(svc, body)
+  if not ok then return nil, err, code end
+  return saved
+end
+
 function P:_provision_service(pv, name)
   local s, a, existing, opts = pv.specs[name], pv.actions[name], pv.existing, pv.opts
   local body = sspec.service_spec(self.cfg, pv.inst, s, {release = pv.release, history = pv.history})
@@ -369,16 +382,10 @@ function P:_provision_service(pv, name)
   elseif a == "start" and s.role ~= "init" then
     -- same spec, stopped: its replicas back
     local cur = existing[name]
-    local sbody = util.copy(cur.Spec)
-    local saved = tonumber(sbody.Labels[STOPPED_REPLICAS] or "")
-    if saved then
-      sbody.Labels[STOPPED_REPLICAS] = nil
-      sbody.Mode.Replicated.Replicas = saved
-      local uok, uerr, ucode = self:_update(cur, sbody)
-      if not uok then return nil, uerr, ucode end
-    end
+    local n, uerr, ucode = self:_restore_replicas(cur)
+    if not n then return nil, uerr, ucode end
     emit(opts, {type = "service", service = name, action = "started", container = cur.ID})
-    return {id = cur.ID, name = name, n = sbody.Mode.Replicated.Replicas}
+    return {id = cur.ID, name = name, n = n}
   end
   emit(opts, {type = "service", service = name, action = "kept", container = existing[name].ID})
   if s.role == "init" then return false end
@@ -822,16 +829,9 @@ function P:start(instance_id)
   local live, err, code = self:_live_services(instance_id, false)
   if not live then return nil, err, code end
   for _, l in ipairs(live) do
-    local body = util.copy(l.svc.Spec)
-    local saved = tonumber(body.Labels[STOPPED_REPLICAS] or "")
-    local n = body.Mode.Replicated.Replicas
-    if saved then
-      body.Labels[STOPPED_REPLICAS] = nil
-      body.Mode.Replicated.Replicas = saved
-      n = saved
-      ok, err, code = self:_update(l.svc, body)
-      if not ok then return nil, err, code end
-    end
+    local n
+    n, err, code = self:_restore_replicas(l.svc)
+    if not n then return nil, err, code end
     ok, err, code = self:_wait_running(l.svc.ID, l.name, n)
     if not ok then return nil, err, code end
   end
