@@ -1,44 +1,76 @@
--- The latency floor of bench_serve's probes (issue 14): the Docker API
--- calls a status and a health_check make, sent straight from a process of
--- its own (the C core's client, no runtime around it), every 50 ms while
--- the provisions run:
---   status:  the manifest lookup (GET /volumes, label-filtered), then the
---            members' inspects by name, all at once
---   health:  GET /_ping
---   lua5.4 spec/bench/raw_probe.lua STOPFILE OUTFILE INSTANCE...
--- Runs until STOPFILE exists; writes "kind seconds" lines to OUTFILE.
+-- The floors of bench_serve's latency and log figures (issue 14), measured
+-- by a process of their own with the C core's client (no runtime around
+-- it) while the provisions run:
+--   calls:  every 50 ms, the Docker API calls of a status (the manifest's
+--           label-filtered volume lookup, then the member's inspect by
+--           name: a ticker has one) or of a health_check (GET /_ping);
+--           writes "kind seconds" lines to OUTFILE
+--   follow: a followed log stream of each INSTANCE's "tick" container, the
+--           daemon's frames as they come; writes the largest gap between
+--           two arrivals on any stream (seconds) to OUTFILE
+--   lua5.4 spec/bench/raw_probe.lua calls|follow STOPFILE OUTFILE INSTANCE...
+-- Runs until STOPFILE exists.
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 local core = require("ctrlplane.docker.core")
 local docker = require("ctrlplane.docker")
 local json = require("ctrlplane.docker.json")
 
-local stop, outfile = assert(arg[1]), assert(arg[2])
+local mode, stop, outfile = arg[1], arg[2], arg[3]
 local ids = {}
-for i = 3, #arg do ids[#ids + 1] = arg[i] end
-assert(#ids > 0, "usage: raw_probe.lua STOPFILE OUTFILE INSTANCE...")
+for i = 4, #arg do ids[#ids + 1] = arg[i] end
+assert((mode == "calls" or mode == "follow") and stop and outfile and #ids > 0,
+  "usage: raw_probe.lua calls|follow STOPFILE OUTFILE INSTANCE...")
 local client = assert(docker.new({})).engine.client
-local out = assert(io.open(outfile, "w"))
-local function exists(path)
-  local f = io.open(path)
+local function stopped()
+  local f = io.open(stop)
   if f then f:close() end
   return f ~= nil
 end
-local turn = 0
-while not exists(stop) do
-  turn = turn + 1
-  local t0 = core.clock()
-  if turn % 2 == 0 then
-    assert(client:request("GET", "/_ping"))
-    out:write(string.format("health %.6f\n", core.clock() - t0))
-  else
-    local id = ids[turn // 2 % #ids + 1]
-    assert(client:request("GET", "/volumes", {query = {filters = json.encode({label = {
-      "ctrlplane.project=cp-" .. id, "ctrlplane.manifest"}})}}))
-    assert(client:request("GET", "/containers/cp-" .. id .. "-tick/json"))
-    out:write(string.format("status %.6f\n", core.clock() - t0))
+
+local function calls()
+  local out = assert(io.open(outfile, "w"))
+  local turn = 0
+  while not stopped() do
+    turn = turn + 1
+    local t0 = core.clock()
+    if turn % 2 == 0 then
+      assert(client:request("GET", "/_ping"))
+      out:write(string.format("health %.6f\n", core.clock() - t0))
+    else
+      local id = ids[turn // 2 % #ids + 1]
+      assert(client:request("GET", "/volumes", {query = {filters = json.encode({label = {
+        "ctrlplane.project=cp-" .. id, "ctrlplane.manifest"}})}}))
+      assert(client:request("GET", "/containers/cp-" .. id .. "-tick/json"))
+      out:write(string.format("status %.6f\n", core.clock() - t0))
+    end
+    out:flush()
+    core.sleep(math.max(0, 0.05 - (core.clock() - t0)))
   end
-  out:flush()
-  core.sleep(math.max(0, 0.05 - (core.clock() - t0)))
+  out:close()
 end
-out:close()
+
+local function follow()
+  local streams, last, worst = {}, {}, 0
+  for i, id in ipairs(ids) do
+    streams[i] = assert(client:stream("GET", "/containers/cp-" .. id .. "-tick/logs",
+      {query = {follow = "1", stdout = "1", stderr = "1", tail = "0"}}))
+  end
+  while not stopped() do
+    local now
+    for _, i in ipairs(client:wait(streams, 0.1) or {}) do
+      now = now or core.clock()
+      local chunk = streams[i]:read(0)
+      while chunk do
+        if last[i] then worst = math.max(worst, now - last[i]) end
+        last[i] = now
+        chunk = streams[i]:read(0)
+      end
+    end
+  end
+  local out = assert(io.open(outfile, "w"))
+  out:write(string.format("%.6f\n", worst))
+  out:close()
+end
+
+if mode == "calls" then calls() else follow() end

@@ -10,8 +10,9 @@
 --   4. the same N provisions as N separate `cpdocker provision` processes
 --   5. the API floor (serve_floor.sh): the same calls with curl, one
 --      instance alone and N at once; and, during (3), the status and
---      health_check calls sent raw from a process of their own
---      (raw_probe.lua): what any client of this daemon sees meanwhile
+--      health_check calls sent raw, and the tickers' logs followed raw, from
+--      processes of their own (raw_probe.lua): what any client of this
+--      daemon sees meanwhile
 --
 -- Targets: wall(3) <= 2x (1); status/health p99 <= 50 ms; no subscription
 -- gap > 200 ms during (3); serve RSS <= 64 MB.
@@ -174,9 +175,9 @@ local ok, err = pcall(function()
     sent[s:send("provision", two(ids[i]))] = i
   end
   local probe_dir = (helper.sh("mktemp -d")):gsub("%s+$", "")
-  helper.sh(string.format("lua5.4 spec/bench/raw_probe.lua %s/stop %s/lat %s >/dev/null 2>&1 &",
+  helper.sh(string.format("lua5.4 spec/bench/raw_probe.lua calls %s/stop %s/lat %s >/dev/null 2>&1 &",
     probe_dir, probe_dir, table.concat(tickers, " ")) .. " true")
-  helper.sh(string.format("lua5.4 spec/bench/raw_follow.lua %s/stop %s/gap %s >/dev/null 2>&1 &",
+  helper.sh(string.format("lua5.4 spec/bench/raw_probe.lua follow %s/stop %s/gap %s >/dev/null 2>&1 &",
     probe_dir, probe_dir, table.concat(tickers, " ")) .. " true")
   local done, failures, t_last = 0, 0, 0
   local lat_status, lat_health, lat_idle, idle_probes = {}, {}, {}, {}
