@@ -256,22 +256,23 @@ static int push_fetched(lua_State *L, lsampler *ls, const char **ids, size_t n);
 
 /* A task's fetch, resumed by the scheduler: stack 1 sampler, 2 ids, 3
  * opts, 4 id list, 5 client, 6 deadline (-1: none); its transfers were
- * started by l_sampler_fetch. */
+ * started by l_sampler_fetch. A cancelled fetch leaves its transfers to
+ * finish (another fetch of the same container may share them; the next
+ * fetch takes or replaces them). */
 static int k_sampler_fetch(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   lsampler *ls = sm_check(L, 1);
-  if (cp_task_cancelled(L, 6)) {
-    cp_sampler_fetch_end(ls->s, -1);
-    return cp_task_fail_cancel(L, 6);
-  }
+  if (cp_task_cancelled(L, 6)) return cp_task_fail_cancel(L, 6);
   lua_settop(L, 6);
-  double deadline = lua_tonumber(L, 6);
-  int done = cp_sampler_fetch_done(ls->s);
-  if (!done && (deadline < 0 || cp_monotonic() < deadline))
-    return cp_task_wait(L, 5, deadline, -1, 0, ctx, k_sampler_fetch);
-  cp_sampler_fetch_end(ls->s, done ? 0 : 1);
   const char **ids = lua_touserdata(L, 4);
-  return push_fetched(L, ls, ids, (size_t)lua_rawlen(L, 2));
+  size_t n = (size_t)lua_rawlen(L, 2);
+  double deadline = lua_tonumber(L, 6);
+  if (!cp_sampler_fetch_settle(ls->s, ids, n)) {
+    if (deadline < 0 || cp_monotonic() < deadline)
+      return cp_task_wait(L, 5, deadline, -1, 0, ctx, k_sampler_fetch);
+    cp_sampler_fetch_abandon(ls->s, ids, n, 1);
+  }
+  return push_fetched(L, ls, ids, n);
 }
 
 static int l_sampler_fetch(lua_State *L) {

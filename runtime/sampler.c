@@ -229,64 +229,69 @@ static int smp_start(cp_client *c, cp_sampler_entry *e, int mode) {
   return 0;
 }
 
+/* Whether e has a one-document transfer in flight. */
+static int fetching(const cp_sampler_entry *e) {
+  return e->x && e->mode != CP_FETCH_STREAM && !e->x->done;
+}
+
 size_t cp_sampler_fetch_start(cp_sampler *s, cp_client *c, const char *const *ids, size_t n,
                               int mode) {
   size_t k = 0;
   for (size_t i = 0; i < n; i++) {
     cp_sampler_entry *e = cp_sampler_add(s, ids[i]);
-    if (!e || e->mark) continue; /* out of memory, or listed twice */
+    if (!e) continue; /* out of memory: no entry, reported as such */
     if (e->x && e->mode == CP_FETCH_STREAM && e->x->client == c && !e->x->done) continue;
+    if (fetching(e)) continue; /* listed twice, or another fetch's: shared */
+    if (e->x) smp_consume(s, e); /* a finished one nobody took yet */
     if (smp_start(c, e, mode) != 0) {
       smp_fail(e, "out_of_memory", "cannot create a transfer", 0);
       continue;
     }
-    e->mark = 1;
     k++;
   }
   return k;
 }
 
-int cp_sampler_fetch_done(const cp_sampler *s) {
-  for (size_t i = 0; i < s->n; i++) {
-    const cp_sampler_entry *e = s->e[i];
-    if (e->mark && e->x && !e->x->done) return 0;
+int cp_sampler_fetch_settle(cp_sampler *s, const char *const *ids, size_t n) {
+  int all = 1;
+  for (size_t i = 0; i < n; i++) {
+    cp_sampler_entry *e = cp_sampler_find(s, ids[i]);
+    if (!e || !e->x || e->mode == CP_FETCH_STREAM) continue;
+    if (e->x->done) smp_consume(s, e);
+    else all = 0;
   }
-  return 1;
+  return all;
 }
 
-void cp_sampler_fetch_end(cp_sampler *s, int r) {
-  for (size_t i = 0; i < s->n; i++) {
-    cp_sampler_entry *e = s->e[i];
-    if (!e->mark) continue;
-    e->mark = 0;
-    if (e->x && !e->x->done) { /* timed out or interrupted: give up on it */
-      smp_fail(e, r < 0 ? "interrupted" : "timeout",
-               r < 0 ? "interrupted" : "timed out waiting for a stats document", 0);
-      cp_xfer_free(e->x);
-      e->x = NULL;
-      continue;
-    }
-    smp_consume(s, e);
+void cp_sampler_fetch_abandon(cp_sampler *s, const char *const *ids, size_t n, int r) {
+  for (size_t i = 0; i < n; i++) {
+    cp_sampler_entry *e = cp_sampler_find(s, ids[i]);
+    if (!e || !fetching(e)) continue;
+    smp_fail(e, r < 0 ? "interrupted" : "timeout",
+             r < 0 ? "interrupted" : "timed out waiting for a stats document", 0);
+    cp_xfer_free(e->x);
+    e->x = NULL;
   }
 }
 
 int cp_sampler_fetch(cp_sampler *s, cp_client *c, const char *const *ids, size_t n,
                      int mode, long timeout_ms) {
-  size_t k = cp_sampler_fetch_start(s, c, ids, n, mode);
-  int r = 0;
-  if (k) {
-    cp_xfer **xs = calloc(k, sizeof *xs);
-    if (!xs) {
-      cp_sampler_fetch_end(s, -1);
-      return -1;
-    }
-    size_t j = 0;
-    for (size_t i = 0; i < s->n && j < k; i++)
-      if (s->e[i]->mark && s->e[i]->x) xs[j++] = s->e[i]->x;
-    r = cp_client_drive(c, xs, j, cp_ready_done, 0, timeout_ms);
-    free(xs);
+  cp_sampler_fetch_start(s, c, ids, n, mode);
+  cp_xfer **xs = calloc(n ? n : 1, sizeof *xs);
+  if (!xs) {
+    cp_sampler_fetch_abandon(s, ids, n, -1);
+    return -1;
   }
-  cp_sampler_fetch_end(s, r);
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    cp_sampler_entry *e = cp_sampler_find(s, ids[i]);
+    int seen = 0;
+    for (size_t j = 0; e && j < k; j++) seen |= xs[j] == e->x;
+    if (e && fetching(e) && !seen) xs[k++] = e->x;
+  }
+  int r = k ? cp_client_drive(c, xs, k, cp_ready_done, 0, timeout_ms) : 0;
+  free(xs);
+  if (!cp_sampler_fetch_settle(s, ids, n)) cp_sampler_fetch_abandon(s, ids, n, r < 0 ? -1 : 1);
   return r;
 }
 

@@ -73,15 +73,18 @@ int cp_sampler_usage(const cp_sampler_entry *e, cp_stats_usage *u);
 int cp_sampler_fetch(cp_sampler *s, cp_client *c, const char *const *ids, size_t n,
                      int mode, long timeout_ms);
 
-/* cp_sampler_fetch in three steps, for a caller that drives the client's
- * transfers itself (a scheduler's task): _start makes the transfers and
- * returns how many; _done tells whether all of them have finished; _end
- * (r: 0, 1 timed out, -1 interrupted) gives up on the unfinished ones and
- * takes the documents of the rest. */
+/* cp_sampler_fetch in steps, for a caller that drives the client's
+ * transfers itself (a scheduler's task), over the same ids each time, so
+ * that fetches running at once never touch each other's containers but
+ * share a transfer for the same one: _start makes the transfers (ids with
+ * one in flight already share it) and returns how many it made; _settle
+ * takes the documents of the finished ones and returns 1 when none of ids
+ * has one in flight; _abandon (r: 1 timed out, -1 interrupted) fails the
+ * ones still in flight. */
 size_t cp_sampler_fetch_start(cp_sampler *s, cp_client *c, const char *const *ids, size_t n,
                               int mode);
-int cp_sampler_fetch_done(const cp_sampler *s);
-void cp_sampler_fetch_end(cp_sampler *s, int r);
+int cp_sampler_fetch_settle(cp_sampler *s, const char *const *ids, size_t n);
+void cp_sampler_fetch_abandon(cp_sampler *s, const char *const *ids, size_t n, int r);
 
 /* Keeps a stats stream open for each of ids[0..n) (reopening ended ones)
  * and drops the entries of containers not listed. Returns the number of

@@ -169,7 +169,9 @@ end)
 -- a) sends it and returns its request id), then, while it waits, status of
 -- B and a health check: both must be answered within 0.4 s, A's only after
 -- at least min_s. Returns the three replies.
-local function answered_meanwhile(env, send, min_s, what)
+-- A server (settings env) with two running instances, A and B, removed
+-- when the test ends. Returns the session and the two ids.
+local function two_running(env)
   helper.daemon()
   local s = rpc_session.start(nil, env)
   local a, b = helper.instance_id("cla"), helper.instance_id("clb")
@@ -179,6 +181,11 @@ local function answered_meanwhile(env, send, min_s, what)
   end)
   assert.is_nil(s:call("provision", slow(a, 0), 60).error)
   assert.is_nil(s:call("provision", slow(b, 0), 60).error)
+  return s, a, b
+end
+
+local function answered_meanwhile(env, send, min_s, what)
+  local s, a, b = two_running(env)
   local long = send(s, a)
   local t_long = helper.clock()
   helper.sleep(0.3) -- A is waiting now
@@ -206,6 +213,18 @@ describe("cpdocker serve, a long wait inside one operation", function()
       end, 0.8, "the stats fetch")
       assert.are.equal("api", r[1].result.metadata.source)
     end)
+
+  it("cancels one resources call without touching another's stats fetched at the same time", function()
+    local s, a, b = two_running({CP_DOCKER_STATS_SOURCE = "api"})
+    local ra = s:send("resources", {instance_id = a})
+    local rb = s:send("resources", {instance_id = b})
+    helper.sleep(0.3) -- both are waiting for the daemon's stats now
+    assert.is_true(s:call("cancel", {id = ra}, 10).result.cancelled)
+    local got_a, got_b = s:reply(ra, 30), s:reply(rb, 30)
+    assert.are.equal("cancelled", got_a.error and got_a.error.data.code)
+    assert.is_nil(got_b.error, json.encode(got_b.error))
+    assert.are.equal("api", got_b.result.metadata.source)
+  end)
 
   it("answers others while an exec's command runs in one instance's container", function()
     local r = answered_meanwhile(nil, function(s, a)
