@@ -1,20 +1,8 @@
 -- Documentation gates (#13.6): every function a C file registers for Lua
 -- (its luaL_Reg tables) is documented in that file's header comment, and
 -- every setting config.lua reads from the environment is in the README.
-local function read(path)
-  local f = assert(io.open(path, "r"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function c_files()
-  local out = {}
-  local p = assert(io.popen("ls runtime/*.c"))
-  for line in p:lines() do out[#out + 1] = line end
-  p:close()
-  return out
-end
+local sources = require("support.sources")
+local read, c_files = sources.read, sources.c_files
 
 -- names registered in the file's luaL_Reg tables
 local function registered(src)

@@ -7,20 +7,8 @@
 --   return "CODE"; inside a function whose name ends in _code
 --   lua_pushstring(L, CODE); lua_setfield(L, -2, "code");
 -- where CODE is any expression: every snake_case string literal in it counts.
-local function read(path)
-  local f = assert(io.open(path, "r"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function c_files()
-  local out = {}
-  local p = assert(io.popen("ls runtime/*.c"))
-  for line in p:lines() do out[#out + 1] = line end
-  p:close()
-  return out
-end
+local sources = require("support.sources")
+local read, c_files = sources.read, sources.c_files
 
 -- the top-level comma-separated arguments of the call whose "(" is at open
 local function call_args(src, open)

@@ -424,63 +424,72 @@ local function bad_file_path(path)
   return nil
 end
 
-local function check_config_files(errs, f, list, out)
-  out.config_files = {}
-  if list == nil or list == json.null then return end
+-- A list field of objects, each checked by item(errs, field, value).
+local function check_objects(errs, f, list, item)
+  local out = {}
+  if list == nil then return out end
   if not is_list(list) then
-    errs:add(f .. ".config_files", "expected a list")
-    return
+    errs:add(f, "expected a list")
+    return out
   end
-  local paths, names, total = {}, {}, 0
-  for i, c in ipairs(list) do
-    local cf = string.format("%s.config_files[%d]", f, i - 1)
-    if type(c) ~= "table" then
-      errs:add(cf, "expected an object, got %s", type(c))
+  for i, v in ipairs(list) do
+    local vf = string.format("%s[%d]", f, i - 1)
+    if type(v) ~= "table" then
+      errs:add(vf, "expected an object, got %s", type(v))
     else
-      local file = {}
-      if type(c.name) ~= "string" or c.name == "" then
-        errs:add(cf .. ".name", "is required")
-      elseif names[c.name] then
-        errs:add(cf .. ".name", "duplicate config file name %s (also %s)", show(c.name), names[c.name])
-      else
-        names[c.name] = cf
-        file.name = c.name
-      end
-      local why = bad_file_path(c.path)
-      if why then
-        errs:add(cf .. ".path", "%s (got %s)", why, show(c.path))
-      elseif paths[c.path] then
-        errs:add(cf .. ".path", "%s is also written by %s", show(c.path), paths[c.path])
-      elseif c.path == validate.SECRETS_DIR or c.path:sub(1, #validate.SECRETS_DIR + 1)
-          == validate.SECRETS_DIR .. "/" then
-        errs:add(cf .. ".path", "%s is reserved for secrets", validate.SECRETS_DIR)
-      else
-        paths[c.path] = cf
-        file.path = c.path
-      end
-      local fmt = c.format
-      if fmt == nil or fmt == "" then fmt = "text" end
-      if not validate.CONFIG_FORMATS[fmt] then
-        errs:add(cf .. ".format", "must be json, yaml, env or text (got %s)", show(c.format))
-      end
-      file.format = fmt
-      local content = c.content
-      if content == nil then content = "" end
-      if type(content) ~= "string" then
-        errs:add(cf .. ".content", "expected a string, got %s", type(content))
-      elseif #content > validate.CONFIG_FILE_MAX then
-        errs:add(cf .. ".content", "at most %d bytes (got %d)", validate.CONFIG_FILE_MAX, #content)
-      else
-        total = total + #content
-        if fmt == "json" then
-          local v, err = json.decode(content)
-          if v == nil then errs:add(cf .. ".content", "format is json but %s", err) end
-        end
-        file.content = content
-      end
-      out.config_files[#out.config_files + 1] = file
+      out[#out + 1] = item(errs, vf, v)
     end
   end
+  return out
+end
+
+local function check_config_files(errs, f, list, out)
+  if list == json.null then list = nil end
+  local paths, names, total = {}, {}, 0
+  out.config_files = check_objects(errs, f .. ".config_files", list, function(_, cf, c)
+    local file = {}
+    if type(c.name) ~= "string" or c.name == "" then
+      errs:add(cf .. ".name", "is required")
+    elseif names[c.name] then
+      errs:add(cf .. ".name", "duplicate config file name %s (also %s)", show(c.name), names[c.name])
+    else
+      names[c.name] = cf
+      file.name = c.name
+    end
+    local why = bad_file_path(c.path)
+    if why then
+      errs:add(cf .. ".path", "%s (got %s)", why, show(c.path))
+    elseif paths[c.path] then
+      errs:add(cf .. ".path", "%s is also written by %s", show(c.path), paths[c.path])
+    elseif c.path == validate.SECRETS_DIR or c.path:sub(1, #validate.SECRETS_DIR + 1)
+        == validate.SECRETS_DIR .. "/" then
+      errs:add(cf .. ".path", "%s is reserved for secrets", validate.SECRETS_DIR)
+    else
+      paths[c.path] = cf
+      file.path = c.path
+    end
+    local fmt = c.format
+    if fmt == nil or fmt == "" then fmt = "text" end
+    if not validate.CONFIG_FORMATS[fmt] then
+      errs:add(cf .. ".format", "must be json, yaml, env or text (got %s)", show(c.format))
+    end
+    file.format = fmt
+    local content = c.content
+    if content == nil then content = "" end
+    if type(content) ~= "string" then
+      errs:add(cf .. ".content", "expected a string, got %s", type(content))
+    elseif #content > validate.CONFIG_FILE_MAX then
+      errs:add(cf .. ".content", "at most %d bytes (got %d)", validate.CONFIG_FILE_MAX, #content)
+    else
+      total = total + #content
+      if fmt == "json" then
+        local v, err = json.decode(content)
+        if v == nil then errs:add(cf .. ".content", "format is json but %s", err) end
+      end
+      file.content = content
+    end
+    return file
+  end)
   if total > validate.CONFIG_TOTAL_MAX then
     errs:add(f .. ".config_files", "at most %d bytes of content per service (got %d)",
       validate.CONFIG_TOTAL_MAX, total)
@@ -488,50 +497,40 @@ local function check_config_files(errs, f, list, out)
 end
 
 local function check_secrets(errs, f, list, out)
-  out.secrets = {}
-  if list == nil or list == json.null then return end
-  if not is_list(list) then
-    errs:add(f .. ".secrets", "expected a list")
-    return
-  end
+  if list == json.null then list = nil end
   local seen = {}
-  for i, r in ipairs(list) do
-    local sf = string.format("%s.secrets[%d]", f, i - 1)
-    if type(r) ~= "table" then
-      errs:add(sf, "expected an object, got %s", type(r))
-    else
-      local ok = true
-      if type(r.key) ~= "string" or r.key == "" then
-        errs:add(sf .. ".key", "is required")
-        ok = false
-      elseif #r.key > validate.SECRET_KEY_MAX or not r.key:match(validate.SECRET_KEY) then
-        errs:add(sf .. ".key", "%s is not a valid secret key (letters, digits, '_', '.', '-', "
-          .. "starting with a letter or digit, at most %d characters)", show(r.key),
-          validate.SECRET_KEY_MAX)
-        ok = false
-      end
-      if r.type == "registry" or r.type == "tls" then
-        errs:add(sf .. ".type", "secret type %s is not supported by this provider (env, file)",
-          show(r.type))
-        ok = false
-      elseif not validate.SECRET_TYPES[r.type] then
-        errs:add(sf .. ".type", "must be env or file (got %s)", show(r.type))
-        ok = false
-      end
-      if ok then
-        local target = r.type == "env" and validate.secret_env_name(r.key)
-          or (validate.SECRETS_DIR .. "/" .. r.key)
-        if seen[target] then
-          errs:add(sf .. ".key", "%s becomes %s, as %s does", show(r.key), target, seen[target])
-        elseif r.type == "env" and out.env and out.env[target] ~= nil then
-          errs:add(sf .. ".key", "%s becomes env %s, which %s.env also sets", show(r.key), target, f)
-        else
-          seen[target] = sf
-          out.secrets[#out.secrets + 1] = {key = r.key, type = r.type}
-        end
+  out.secrets = check_objects(errs, f .. ".secrets", list, function(_, sf, r)
+    local ok = true
+    if type(r.key) ~= "string" or r.key == "" then
+      errs:add(sf .. ".key", "is required")
+      ok = false
+    elseif #r.key > validate.SECRET_KEY_MAX or not r.key:match(validate.SECRET_KEY) then
+      errs:add(sf .. ".key", "%s is not a valid secret key (letters, digits, '_', '.', '-', "
+        .. "starting with a letter or digit, at most %d characters)", show(r.key),
+        validate.SECRET_KEY_MAX)
+      ok = false
+    end
+    if r.type == "registry" or r.type == "tls" then
+      errs:add(sf .. ".type", "secret type %s is not supported by this provider (env, file)",
+        show(r.type))
+      ok = false
+    elseif not validate.SECRET_TYPES[r.type] then
+      errs:add(sf .. ".type", "must be env or file (got %s)", show(r.type))
+      ok = false
+    end
+    if ok then
+      local target = r.type == "env" and validate.secret_env_name(r.key)
+        or (validate.SECRETS_DIR .. "/" .. r.key)
+      if seen[target] then
+        errs:add(sf .. ".key", "%s becomes %s, as %s does", show(r.key), target, seen[target])
+      elseif r.type == "env" and out.env and out.env[target] ~= nil then
+        errs:add(sf .. ".key", "%s becomes env %s, which %s.env also sets", show(r.key), target, f)
+      else
+        seen[target] = sf
+        return {key = r.key, type = r.type}
       end
     end
-  end
+  end)
 end
 
 -- config_files and secrets of one service (normalized into out; left out
@@ -603,25 +602,6 @@ local function check_volume(errs, vf, v)
   end
   vol.type = ty
   return vol
-end
-
--- A list field of objects, each checked by item(errs, field, value).
-local function check_objects(errs, f, list, item)
-  local out = {}
-  if list == nil then return out end
-  if not is_list(list) then
-    errs:add(f, "expected a list")
-    return out
-  end
-  for i, v in ipairs(list) do
-    local vf = string.format("%s[%d]", f, i - 1)
-    if type(v) ~= "table" then
-      errs:add(vf, "expected an object, got %s", type(v))
-    else
-      out[#out + 1] = item(errs, vf, v)
-    end
-  end
-  return out
 end
 
 -- What a role allows: no ports on an init, replicas only on the main
